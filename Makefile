@@ -1,0 +1,36 @@
+# Two commands do everything: `make demo` and `make test`. Both create .venv
+# from the pinned requirements on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# Parallel pytest workers: one per core by default.
+JOBS   ?= auto
+
+.PHONY: all demo test test-fast bench venv clean
+
+all: test
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tlsnic demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) -q
+
+# The pure-Python tests only (no simulator build).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not cosim and not slow"
+
+bench: $(STAMP)
+	$(BIN)/tlsnic bench plain --json
+
+clean:
+	rm -rf build sim_build .pytest_cache

@@ -1,0 +1,73 @@
+"""Amaranth -> Verilog, cached by content hash.
+
+Generating Verilog through Yosys costs seconds and Verilator's C++ build costs
+many more, so both are keyed by a hash of everything that decides the output:
+the gateware sources (``hdl/`` and the host ABI), the Amaranth version, and the
+construction parameters. An unchanged design is never regenerated or rebuilt.
+"""
+
+import hashlib
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+
+from amaranth.back import verilog
+
+__all__ = ["BUILD_ROOT", "source_hash", "Design", "export_verilog"]
+
+_REPO = Path(__file__).resolve().parent.parent
+#: Everything generated goes below here (ignored by git).
+BUILD_ROOT = Path(os.environ.get("TLSNIC_BUILD", _REPO / "build"))
+
+
+def source_hash():
+    """Hash of the gateware sources: every ``.py`` under ``hdl/``, plus the ABI."""
+    h = hashlib.sha256()
+    files = sorted((_REPO / "hdl").rglob("*.py")) + [_REPO / "tlsnic" / "abi.py"]
+    for path in files:
+        h.update(str(path.relative_to(_REPO)).encode())
+        h.update(path.read_bytes())
+    h.update(importlib.metadata.version("amaranth").encode())
+    return h.hexdigest()
+
+
+class Design:
+    """A gateware top to export: a factory, its keyword arguments and a name.
+
+    Parameters
+    ----------
+    factory : str
+        ``"module:callable"`` returning a ``wiring.Component``; a string, not a
+        function, so the cache key and subprocesses can name it.
+    name : str
+        Verilog module name of the top.
+    params : dict
+        Keyword arguments for the factory (JSON-serialisable).
+    """
+    def __init__(self, factory, name, **params):
+        self.factory = factory
+        self.name = name
+        self.params = params
+
+    @property
+    def key(self):
+        blob = json.dumps([self.factory, self.name, self.params], sort_keys=True)
+        return hashlib.sha256((source_hash() + blob).encode()).hexdigest()[:16]
+
+    def elaborate(self):
+        module, _, attr = self.factory.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+        return factory(**self.params)
+
+
+def export_verilog(design):
+    """Write ``design`` as Verilog (once per content hash); return the file path."""
+    out = BUILD_ROOT / "verilog" / design.key / f"{design.name}.v"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        text = verilog.convert(design.elaborate(), name=design.name, emit_src=False)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(out)  # atomic: parallel test workers may race here
+    return out

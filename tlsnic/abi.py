@@ -1,0 +1,247 @@
+"""The host interface of tlsnic, defined once.
+
+Everything the host and the card agree on lives here: the register map, the
+descriptor and completion layouts, their enumerations and the statistics
+counters. The gateware uses these layouts as ``amaranth.lib.data`` shapes, the
+driver and the reference model pack and unpack host memory with
+:func:`pack` / :func:`unpack` over the very same layouts, so a field moved here
+moves everywhere.
+
+Byte order: descriptors and completions are little-endian in host memory; bit 0
+of a layout is bit 0 of byte 0. Registers are 32 bits wide.
+
+Queue model (after taxi's ``cndm_proto`` and Corundum)
+--------------------------------------------------------
+Four rings live in host memory, each a power-of-two number of 16-byte entries:
+
+========  =================  ================================================
+ring      written by         consumed by
+========  =================  ================================================
+TXQ       driver             card; ``PROD`` is the doorbell
+TXCQ      card               driver; writes ``CONS`` back so the card can reuse
+RXQ       driver (buffers)   card; ``PROD`` is the doorbell
+RXCQ      card               driver; writes ``CONS`` back
+========  =================  ================================================
+
+Indices are free-running 16-bit counters; entry ``i`` of a ring of ``2**n``
+entries is at ``base + 16 * (i % 2**n)``. A ring is empty when ``PROD == CONS``
+and full when ``PROD - CONS == 2**n`` (mod 2**16), so ``n <= 15``.
+
+A completion belongs to the host when its ``phase`` bit equals
+``((cons >> n) & 1) ^ 1``: the card writes the inverted wrap bit of its
+producer index, so a zeroed ring reads as "nothing new" on the first pass and
+entries left from the previous pass read as stale on the next one.
+
+Every TX descriptor produces exactly one TX completion, in order. Every frame
+received produces exactly one RX completion, in order, consuming one RX buffer.
+"""
+
+from amaranth.lib import data, enum
+
+__all__ = [
+    "ID_MAGIC", "VERSION", "MAX_FRAME", "DESC_BYTES", "MAX_LOG_RING",
+    "Reg", "QueueReg", "Queue", "Irq",
+    "TxOpcode", "TxFlags", "TxStatus", "TxDescriptor", "TxCompletion",
+    "RxDescriptor", "RxStatus", "CsumStatus", "L3Proto", "L4Proto", "RxCompletion",
+    "Counter", "COUNTER_BASE",
+    "pack", "unpack", "layout_bytes",
+]
+
+#: ``Reg.ID`` reads this: "TLSN" in ASCII.
+ID_MAGIC = 0x544C_534E
+#: ``Reg.VERSION``: major in bits 31..16, minor in bits 15..0.
+VERSION = (0 << 16) | 1
+#: Largest frame (bytes, without FCS) the card transmits or receives whole:
+#: 9000-byte MTU + Ethernet header + one VLAN tag, rounded up.
+MAX_FRAME = 9216
+#: Size of every descriptor and completion entry.
+DESC_BYTES = 16
+#: Rings hold at most ``2**MAX_LOG_RING`` entries (16-bit indices, full != empty).
+MAX_LOG_RING = 15
+
+
+class Reg(enum.IntEnum):
+    """Global registers (byte addresses on the AXI4-Lite CSR port)."""
+    ID          = 0x000  #: RO, :data:`ID_MAGIC`
+    VERSION     = 0x004  #: RO, :data:`VERSION`
+    CAP_DATAPATH = 0x008 #: RO, bits 7..0: stream width in bytes; 15..8: DMA width in bytes
+    CAP_QUEUES  = 0x00C  #: RO, bits 7..0: TX queues; 15..8: RX queues; 23..16: ports; 31..24: max log ring
+    CAP_TLS     = 0x010  #: RO, cipher/version bitmap (0 until the TLS engines exist)
+    CAP_CONTEXTS = 0x014 #: RO, bits 15..0: TX contexts; 31..16: RX contexts
+    CAP_MAX_FRAME = 0x018 #: RO, :data:`MAX_FRAME`
+    SCRATCH     = 0x01C  #: RW, no effect; bring-up checks the bus with it
+    IRQ_STATUS  = 0x020  #: RW1C, one bit per :class:`Irq` source
+    IRQ_ENABLE  = 0x024  #: RW, the interrupt line is ``|(IRQ_STATUS & IRQ_ENABLE)``
+    ERROR_STATUS = 0x028 #: RW1C, bit 0: bad CSR address accessed (SLVERR returned)
+
+
+class Queue(enum.IntEnum):
+    """Base address of each queue's register block."""
+    TXQ  = 0x100
+    TXCQ = 0x200
+    RXQ  = 0x300
+    RXCQ = 0x400
+
+
+class QueueReg(enum.IntEnum):
+    """Offsets inside a queue block.
+
+    ``CTRL`` holds ``log2(entries)`` in bits 4..0 and ``enable`` in bit 31. The
+    base and size may only change while the queue is disabled; enabling a queue
+    resets the card's own index (``CONS`` for TXQ/RXQ, ``PROD`` for TXCQ/RXCQ)
+    to the value the host's index has at that moment.
+    """
+    BASE_LO = 0x00
+    BASE_HI = 0x04
+    CTRL    = 0x08
+    PROD    = 0x0C  #: TXQ/RXQ: host writes (doorbell). TXCQ/RXCQ: card's, read-only
+    CONS    = 0x10  #: TXQ/RXQ: card's, read-only. TXCQ/RXCQ: host writes
+
+
+QUEUE_ENABLE = 1 << 31
+
+
+class Irq(enum.IntEnum):
+    """Interrupt sources: bit numbers in ``IRQ_STATUS`` / ``IRQ_ENABLE``."""
+    TXCQ = 0   #: a TX completion was written
+    RXCQ = 1   #: an RX completion was written
+
+
+# --- TX ---------------------------------------------------------------------
+
+class TxOpcode(enum.Enum, shape=8):
+    NOP    = 0x00   #: completes with status OK; nothing else happens
+    PACKET = 0x01   #: transmit ``length`` bytes read from ``addr`` on ``port``
+
+
+class TxFlags(enum.Flag, shape=8):
+    CSUM_IP = 0x01  #: fill in the IPv4 header checksum
+    CSUM_L4 = 0x02  #: fill in the TCP or UDP checksum (IPv4 or IPv6, pseudo-header included)
+
+
+class TxStatus(enum.Enum, shape=8):
+    OK         = 0x00
+    BAD_OPCODE = 0x01   #: opcode not known to this card; nothing sent
+    BAD_LENGTH = 0x02   #: length 0 or above :data:`MAX_FRAME`; nothing read, nothing sent
+    DMA_ERROR  = 0x03   #: the host-memory read failed (bus error); nothing sent
+    BAD_PORT   = 0x04   #: no such port; nothing sent
+
+
+class TxDescriptor(data.Struct):
+    """One TX queue entry (16 bytes)."""
+    opcode: TxOpcode
+    flags:  TxFlags
+    length: 16
+    tag:    16      #: send tag (TLS context); 0 = none
+    port:   8
+    _rsvd:  8
+    addr:   64
+
+
+class TxCompletion(data.Struct):
+    """One TX completion queue entry (16 bytes)."""
+    index:  16      #: TXQ index of the descriptor this completes
+    opcode: TxOpcode
+    status: TxStatus
+    length: 16      #: bytes put on the wire (0 unless sent)
+    tag:    16
+    aux:    63      #: opcode-specific; 0 for PACKET and NOP
+    phase:  1
+
+
+# --- RX ---------------------------------------------------------------------
+
+class RxDescriptor(data.Struct):
+    """One RX queue entry (16 bytes): an empty host buffer."""
+    length: 32      #: buffer size; a frame larger than this is truncated and says so
+    _rsvd:  32
+    addr:   64
+
+
+class RxStatus(enum.Enum, shape=8):
+    OK        = 0x00
+    TRUNCATED = 0x01  #: frame longer than the buffer: ``length`` bytes on the wire, buffer-size bytes written
+    DMA_ERROR = 0x02  #: a host-memory write failed (bus error); buffer contents undefined
+
+
+class CsumStatus(enum.Enum, shape=2):
+    NONE = 0   #: not checked (no such header, fragment, UDP checksum 0, header cut short)
+    GOOD = 1
+    BAD  = 2
+
+
+class L3Proto(enum.Enum, shape=2):
+    OTHER = 0
+    IPV4  = 1
+    IPV6  = 2
+
+
+class L4Proto(enum.Enum, shape=2):
+    OTHER = 0
+    TCP   = 1
+    UDP   = 2
+
+
+class RxCompletion(data.Struct):
+    """One RX completion queue entry (16 bytes)."""
+    index:    16    #: RXQ index of the buffer used
+    status:   RxStatus
+    port:     8     #: ingress port
+    length:   16    #: frame length on the wire
+    ip_csum:  CsumStatus
+    l4_csum:  CsumStatus
+    l3_proto: L3Proto
+    l4_proto: L4Proto
+    _rsvd0:   8
+    tag:      16    #: receive tag the frame was steered to; 0 = none
+    aux:      32    #: reserved for the TLS engines
+    _rsvd1:   15
+    phase:    1
+
+
+# --- statistics -----------------------------------------------------------------
+
+#: Counter ``c`` is the 32-bit register at ``COUNTER_BASE + 4 * c``. Counters
+#: wrap; the driver accumulates them into 64-bit totals.
+COUNTER_BASE = 0x1000
+
+
+class Counter(enum.IntEnum):
+    TX_PACKETS      = 0   #: frames put on the wire
+    TX_BYTES        = 1
+    TX_DESC_ERRORS  = 2   #: descriptors completed with BAD_OPCODE / BAD_LENGTH / BAD_PORT
+    TX_DMA_ERRORS   = 3
+    TX_CSUM_IP      = 4   #: IPv4 header checksums filled in
+    TX_CSUM_L4      = 5   #: TCP/UDP checksums filled in
+    RX_PACKETS      = 6   #: frames delivered to a host buffer (truncated ones included)
+    RX_BYTES        = 7   #: wire bytes of those frames
+    RX_TRUNCATED    = 8
+    RX_DMA_ERRORS   = 9
+    RX_CSUM_BAD     = 10  #: frames with an IPv4 header or L4 checksum BAD
+
+
+# --- packing for the driver and the model ------------------------------------
+
+def layout_bytes(layout):
+    """Size in bytes of a layout (a ``data.Struct`` subclass or a ``data.Layout``)."""
+    return data.Layout.cast(layout).size // 8
+
+
+def pack(layout, **fields):
+    """Encode ``fields`` as the little-endian bytes of ``layout``.
+
+    Unnamed fields are zero. Enum fields take enum members (or their values).
+    """
+    layout = data.Layout.cast(layout)
+    return layout.const(fields).as_bits().to_bytes(layout.size // 8, "little")
+
+
+def unpack(layout, raw):
+    """Decode ``raw`` (bytes of exactly the layout's size) into a ``data.Const``.
+
+    Fields read as attributes: ``unpack(TxCompletion, b).status``.
+    """
+    layout = data.Layout.cast(layout)
+    if len(raw) != layout.size // 8:
+        raise ValueError(f"{len(raw)} bytes given, layout needs {layout.size // 8}")
+    return data.Const(layout, int.from_bytes(raw, "little"))
