@@ -34,6 +34,40 @@ entries left from the previous pass read as stale on the next one.
 
 Every TX descriptor produces exactly one TX completion, in order. Every frame
 received produces exactly one RX completion, in order, consuming one RX buffer.
+When the RXQ has no buffer, or the RXCQ no free entry, the card holds the frame
+and back-pressures its network input (the board's MAC FIFO drops and counts
+when it overflows); when the TXCQ is full the card stops fetching TX
+descriptors. Neither case loses anything silently.
+
+Header parsing and checksums (TX offload and RX verification)
+-------------------------------------------------------------
+One parser serves both directions (``hdl/net/parse.py``; the model implements
+the same rules):
+
+* L2: 14-byte Ethernet header; one 802.1Q tag (TPID 0x8100) is skipped, so L3
+  starts at byte 14 or 18. Any other EtherType is ``L3Proto.OTHER``.
+* IPv4: EtherType 0x0800, version 4, IHL >= 5. ``ip_csum`` covers the IHL*4
+  header bytes; a header that does not fit in the frame is BAD. The L4 segment
+  is ``[l3 + IHL*4, l3 + total_length)``; bytes past it (Ethernet padding) are
+  ignored. A fragment (MF set or offset != 0) has ``l4_proto = OTHER``.
+* IPv6: EtherType 0x86DD, version 6, a 40-byte header that fits in the frame;
+  ``ip_csum`` is NONE. Next header 6 or 17 directly (no extension headers)
+  makes the L4 segment ``[l3 + 40, l3 + 40 + payload_length)``; anything else
+  is ``l4_proto = OTHER``.
+* TCP (protocol 6) needs a segment of at least 20 bytes, UDP (17) at least 8;
+  the checksum covers the segment and the pseudo-header (addresses, protocol,
+  segment length). A segment that is too short or runs past the end of the
+  frame is BAD.
+* RX: GOOD when the one's-complement sum (checksum field included) is 0xFFFF.
+  A UDP checksum of 0 is NONE over IPv4 (no checksum sent) and BAD over IPv6
+  (RFC 8200). Frames are delivered whatever their checksums say; BAD ones are
+  counted in ``RX_CSUM_BAD``.
+* TX: with ``TxFlags.CSUM_IP`` an IPv4 header that fits gets its checksum
+  field (l3 + 10) written; with ``TxFlags.CSUM_L4`` a TCP/UDP segment that is
+  valid by the rules above gets its checksum field (l4 + 16 for TCP, l4 + 6
+  for UDP) written. The old field contents are ignored (summed as zero); a UDP
+  result of 0 is sent as 0xFFFF. Frames the rules reject go out unchanged.
+  Every other byte leaves exactly as the host wrote it.
 """
 
 from amaranth.lib import data, enum
