@@ -68,7 +68,27 @@ the same rules):
   for UDP) written. The old field contents are ignored (summed as zero); a UDP
   result of 0 is sent as 0xFFFF. Frames the rules reject go out unchanged.
   Every other byte leaves exactly as the host wrote it.
+* Edge cases, fixed so that model and gateware agree bit for bit: the frame
+  must hold the byte at ``l3`` for IPv4/IPv6 to be recognised at all (else
+  ``L3Proto.OTHER``); an IPv4 header whose IHL*4 bytes do not all fit is
+  ``l3_proto = IPV4, ip_csum = BAD, l4_proto = OTHER, l4_csum = NONE``; an
+  IPv6 header that does not fit is ``L3Proto.OTHER``. ``l4_proto`` names the
+  protocol (TCP/UDP) whenever the L4 segment is located, even when the segment
+  is too short or truncated (then ``l4_csum = BAD``). Checksums are verified
+  over the frame as it arrived on the wire, also when the host buffer was too
+  small to hold it (``TRUNCATED``).
+
+Descriptor processing (TX)
+--------------------------
+A descriptor is checked in this order, the first failure giving the status:
+opcode (``BAD_OPCODE``), then for ``PACKET`` length (``BAD_LENGTH``), port
+(``BAD_PORT``), the buffer read (``DMA_ERROR``). The completion echoes the
+descriptor's ``opcode`` (raw, even when unknown) and ``tag``. Flag bits not
+named in :class:`TxFlags` are ignored, as are the flags of a ``NOP``.
 """
+
+import enum as _py_enum
+from types import SimpleNamespace
 
 from amaranth.lib import data, enum
 
@@ -78,7 +98,7 @@ __all__ = [
     "TxOpcode", "TxFlags", "TxStatus", "TxDescriptor", "TxCompletion",
     "RxDescriptor", "RxStatus", "CsumStatus", "L3Proto", "L4Proto", "RxCompletion",
     "Counter", "COUNTER_BASE",
-    "pack", "unpack", "layout_bytes",
+    "pack", "unpack", "Fields", "layout_bytes",
 ]
 
 #: ``Reg.ID`` reads this: "TLSN" in ASCII.
@@ -123,7 +143,10 @@ class QueueReg(enum.IntEnum):
     ``CTRL`` holds ``log2(entries)`` in bits 4..0 and ``enable`` in bit 31. The
     base and size may only change while the queue is disabled; enabling a queue
     resets the card's own index (``CONS`` for TXQ/RXQ, ``PROD`` for TXCQ/RXCQ)
-    to the value the host's index has at that moment.
+    to the value the host's index has at that moment. While a queue is enabled,
+    writes to ``BASE_LO``/``BASE_HI`` and to the size bits of ``CTRL`` are
+    ignored. Indices read back as 16-bit values; the host's index registers
+    are read/write, the card's are read-only (writes ignored).
     """
     BASE_LO = 0x00
     BASE_HI = 0x04
@@ -250,8 +273,8 @@ class Counter(enum.IntEnum):
     RX_PACKETS      = 6   #: frames delivered to a host buffer (truncated ones included)
     RX_BYTES        = 7   #: wire bytes of those frames
     RX_TRUNCATED    = 8
-    RX_DMA_ERRORS   = 9
-    RX_CSUM_BAD     = 10  #: frames with an IPv4 header or L4 checksum BAD
+    RX_DMA_ERRORS   = 9   #: frames completed with ``RxStatus.DMA_ERROR`` (not in RX_PACKETS)
+    RX_CSUM_BAD     = 10  #: completions (any status) reporting ``ip_csum`` or ``l4_csum`` BAD
 
 
 # --- packing for the driver and the model ------------------------------------
@@ -261,21 +284,55 @@ def layout_bytes(layout):
     return data.Layout.cast(layout).size // 8
 
 
+def _field_bits(name, field, value):
+    """Encode one field value (enum member, flag or plain int) as an int."""
+    if isinstance(value, _py_enum.Enum):
+        value = value.value
+    value = int(value)
+    if not 0 <= value < (1 << field.width):
+        raise ValueError(f"field {name!r}: {value:#x} does not fit in {field.width} bits")
+    return value << field.offset
+
+
 def pack(layout, **fields):
     """Encode ``fields`` as the little-endian bytes of ``layout``.
 
-    Unnamed fields are zero. Enum fields take enum members (or their values).
+    Unnamed fields are zero. Enum fields take enum members or any integer that
+    fits the field, including values the enumeration does not name: a bad
+    descriptor (unknown opcode, reserved flag bits) must be expressible, since
+    the card has to answer it.
     """
     layout = data.Layout.cast(layout)
-    return layout.const(fields).as_bits().to_bytes(layout.size // 8, "little")
+    bits = 0
+    for name, value in fields.items():
+        bits |= _field_bits(name, layout[name], value)
+    return bits.to_bytes(layout.size // 8, "little")
+
+
+class Fields(SimpleNamespace):
+    """The decoded fields of one layout instance (see :func:`unpack`)."""
 
 
 def unpack(layout, raw):
-    """Decode ``raw`` (bytes of exactly the layout's size) into a ``data.Const``.
+    """Decode ``raw`` (bytes of exactly the layout's size) into its fields.
 
-    Fields read as attributes: ``unpack(TxCompletion, b).status``.
+    Fields read as attributes: ``unpack(TxCompletion, b).status``. An enum
+    field reads as its member when the value is one the enumeration names and
+    as a plain ``int`` otherwise (an unknown opcode, reserved flag bits), so
+    decoding never fails on what a buggy or hostile peer wrote.
     """
     layout = data.Layout.cast(layout)
     if len(raw) != layout.size // 8:
         raise ValueError(f"{len(raw)} bytes given, layout needs {layout.size // 8}")
-    return data.Const(layout, int.from_bytes(raw, "little"))
+    bits = int.from_bytes(raw, "little")
+    decoded = {}
+    for name, field in layout:
+        value = (bits >> field.offset) & ((1 << field.width) - 1)
+        shape = field.shape
+        if isinstance(shape, type) and issubclass(shape, _py_enum.Enum):
+            try:
+                value = shape(value)
+            except ValueError:
+                pass
+        decoded[name] = value
+    return Fields(**decoded)
