@@ -22,10 +22,14 @@ BUILD_ROOT = Path(os.environ.get("TLSNIC_BUILD", _REPO / "build"))
 
 
 def source_hash():
-    """Hash of the gateware sources: every ``.py`` under ``hdl/``, plus the ABI."""
+    """Hash of the gateware sources: every ``.py`` under ``hdl/``, the ABI and the
+    unit-test tops."""
     h = hashlib.sha256()
-    files = sorted((_REPO / "hdl").rglob("*.py")) + [_REPO / "tlsnic" / "abi.py"]
+    files = sorted((_REPO / "hdl").rglob("*.py")) + [_REPO / "tlsnic" / "abi.py",
+                                                      _REPO / "cosim" / "tops.py"]
     for path in files:
+        if not path.exists():
+            continue
         h.update(str(path.relative_to(_REPO)).encode())
         h.update(path.read_bytes())
     h.update(importlib.metadata.version("amaranth").encode())

@@ -27,7 +27,7 @@ from cocotb_tools.runner import get_runner
 
 from .build import BUILD_ROOT, export_verilog
 
-__all__ = ["simulator", "waves_requested", "CocotbRun"]
+__all__ = ["simulator", "waves_requested", "CocotbRun", "CocotbFailure"]
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -163,4 +163,25 @@ class CocotbRun:
             seed=seed,
             log_file=test_dir / "sim.log",
         )
+        failed = _failures(results)
+        if failed:
+            raise CocotbFailure(f"{failed} cocotb test(s) failed in {test_module}; log: {test_dir / 'sim.log'}\n"
+                                + _log_tail(test_dir / "sim.log"))
         return results
+
+
+class CocotbFailure(AssertionError):
+    """A cocotb test failed (the simulator ran, a check did not hold)."""
+
+
+def _failures(results_xml):
+    from cocotb_tools.check_results import get_results
+    _, failed = get_results(Path(results_xml))
+    return failed
+
+
+def _log_tail(path, lines=80):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

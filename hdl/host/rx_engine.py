@@ -1,0 +1,180 @@
+"""RX engine: frames from the wire into host buffers, one completion each.
+
+Input: wire -> :class:`FrameLimiter` -> checksum verification -> RX packet
+FIFO, with per-frame metadata once the frame and its checksums are complete.
+Per frame at the FIFO head: take one RX buffer (a 16-byte DMA read of the RX
+queue entry), write ``min(frame, buffer)`` bytes, swallow the rest, write the
+completion. While the RX queue is empty or the completion queue full, the frame
+waits and the FIFO fills; once it is full the wire input is back-pressured.
+"""
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from tlsnic.abi import RxDescriptor, RxCompletion, RxStatus, CsumStatus, DESC_BYTES
+from ..net.checksum import ChecksumEngine, ChecksumResult
+from ..net.frame import FrameWord, WORD_BYTES
+from ..net.frame_limit import FrameLimiter, FrameInfo
+from .dma import DmaReadPort, DmaWritePort
+from .tx_engine import write_entry
+
+__all__ = ["RxFrameMeta", "RxEngine"]
+
+
+class RxFrameMeta(data.Struct):
+    csum: ChecksumResult    #: ``csum.length``: bytes kept in the FIFO
+    info: FrameInfo
+
+
+class RxEngine(wiring.Component):
+    """Receive path of one port.
+
+    Members
+    -------
+    wire : In(stream.Signature(FrameWord))
+    rxq_*, rxcq_* : ring handshakes
+    dma_rd, dma_wr : DMA client ports
+    received, received_bytes, truncated, dma_error, csum_bad : Out
+        Per-frame strobes for the counters.
+    """
+    def __init__(self, *, fifo_words=2048, port=0):
+        self.fifo_words = fifo_words
+        self.port = port
+        super().__init__({
+            "wire": In(stream.Signature(FrameWord)),
+            "rxq_ready": In(1), "rxq_addr": In(64), "rxq_index": In(16), "rxq_advance": Out(1),
+            "rxcq_ready": In(1), "rxcq_addr": In(64), "rxcq_phase": In(1), "rxcq_advance": Out(1),
+            "dma_rd": Out(DmaReadPort()),
+            "dma_wr": Out(DmaWritePort()),
+            "received": Out(1), "received_bytes": Out(16), "truncated": Out(1),
+            "dma_error": Out(1), "csum_bad": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.limiter = limiter = FrameLimiter()
+        m.submodules.csum = csum = ChecksumEngine(tx=False)
+        m.submodules.data_fifo = data_fifo = SyncFIFOBuffered(
+            width=FrameWord.as_shape().size, depth=self.fifo_words)
+        m.submodules.meta_fifo = meta_fifo = SyncFIFOBuffered(
+            width=RxFrameMeta.as_shape().size, depth=16)
+
+        wiring.connect(m, wiring.flipped(self.wire), limiter.i)
+        wiring.connect(m, limiter.o, csum.i)
+        m.d.comb += [
+            data_fifo.w_data.eq(csum.o.payload),
+            data_fifo.w_en.eq(csum.o.valid),
+            csum.o.ready.eq(data_fifo.w_rdy),
+        ]
+        meta_in = Signal(RxFrameMeta)
+        m.d.comb += [
+            meta_in.csum.eq(csum.result.payload),
+            meta_in.info.eq(limiter.info.payload),
+            meta_fifo.w_data.eq(meta_in),
+            meta_fifo.w_en.eq(csum.result.valid & limiter.info.valid & meta_fifo.w_rdy),
+            csum.result.ready.eq(meta_fifo.w_en),
+            limiter.info.ready.eq(meta_fifo.w_en),
+        ]
+
+        meta = Signal(RxFrameMeta)
+        m.d.comb += meta.eq(meta_fifo.r_data)
+        desc = Signal(RxDescriptor)
+        fetch_word = Signal()
+        status = Signal(RxStatus)
+        write_words = Signal(range(8192))     # words still to hand to the DMA writer
+        write_len = Signal(16)
+        completion = Signal(RxCompletion)
+        m.d.comb += [
+            completion.index.eq(self.rxq_index),
+            completion.status.eq(status),
+            completion.port.eq(self.port),
+            completion.length.eq(meta.info.wire_length),
+            completion.ip_csum.eq(meta.csum.ip_csum),
+            completion.l4_csum.eq(meta.csum.l4_csum),
+            completion.l3_proto.eq(meta.csum.l3_proto),
+            completion.l4_proto.eq(meta.csum.l4_proto),
+            completion.phase.eq(self.rxcq_phase),
+        ]
+        rd, wr = self.dma_rd, self.dma_wr
+        write_completion = Signal()
+        completion_done = write_entry(m, wr, self.rxcq_addr, completion, write_completion)
+        frame_word = Signal(FrameWord)
+        m.d.comb += frame_word.eq(data_fifo.r_data)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(meta_fifo.r_rdy & self.rxq_ready & self.rxcq_ready):
+                    m.d.comb += [rd.req.valid.eq(1), rd.req.payload.addr.eq(self.rxq_addr),
+                                 rd.req.payload.length.eq(DESC_BYTES)]
+                    with m.If(rd.req.ready):
+                        m.d.sync += fetch_word.eq(0)
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += rd.resp.ready.eq(1)
+                with m.If(rd.resp.valid):
+                    m.d.sync += [desc.as_value().word_select(fetch_word, 64).eq(rd.resp.payload.data),
+                                 fetch_word.eq(1)]
+                    with m.If(rd.resp.payload.last):
+                        with m.If(rd.resp.payload.error):
+                            m.d.sync += [status.eq(RxStatus.DMA_ERROR), write_words.eq(0),
+                                         write_len.eq(0)]
+                            m.next = "DRAIN"
+                        with m.Else():
+                            m.next = "DECIDE"
+            with m.State("DECIDE"):
+                kept = meta.csum.length
+                fits = desc.length >= kept
+                length = Mux(fits, kept, desc.length[:16])
+                m.d.sync += [
+                    write_len.eq(length),
+                    write_words.eq((length + 7) >> 3),
+                    status.eq(Mux(fits & ~meta.info.cut, RxStatus.OK, RxStatus.TRUNCATED)),
+                ]
+                m.next = "WRITE"
+            with m.State("WRITE"):
+                with m.If(write_len == 0):
+                    m.next = "DRAIN"
+                with m.Else():
+                    m.d.comb += [wr.req.valid.eq(1), wr.req.payload.addr.eq(desc.addr),
+                                 wr.req.payload.length.eq(write_len)]
+                    with m.If(wr.req.ready):
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):
+                # Hand the first ``write_words`` words to the writer, swallow the rest.
+                to_writer = write_words != 0
+                m.d.comb += [
+                    wr.data.valid.eq(to_writer & data_fifo.r_rdy),
+                    wr.data.payload.eq(frame_word.data),
+                    data_fifo.r_en.eq(Mux(to_writer, wr.data.ready, 1)),
+                ]
+                with m.If(data_fifo.r_rdy & data_fifo.r_en):
+                    with m.If(to_writer):
+                        m.d.sync += write_words.eq(write_words - 1)
+                    with m.If(frame_word.last):
+                        m.next = "STATUS"
+            with m.State("STATUS"):
+                with m.If((write_len == 0) | (status == RxStatus.DMA_ERROR)):
+                    m.next = "COMPLETE"
+                with m.Else():
+                    m.d.comb += wr.status.ready.eq(1)
+                    with m.If(wr.status.valid):
+                        with m.If(wr.status.payload.error):
+                            m.d.sync += status.eq(RxStatus.DMA_ERROR)
+                        m.next = "COMPLETE"
+            with m.State("COMPLETE"):
+                m.d.comb += write_completion.eq(1)
+                with m.If(completion_done):
+                    m.d.comb += [
+                        self.rxq_advance.eq(1), self.rxcq_advance.eq(1), meta_fifo.r_en.eq(1),
+                        self.received.eq(status != RxStatus.DMA_ERROR),
+                        self.received_bytes.eq(Mux(status != RxStatus.DMA_ERROR,
+                                                   meta.info.wire_length, 0)),
+                        self.truncated.eq(status == RxStatus.TRUNCATED),
+                        self.dma_error.eq(status == RxStatus.DMA_ERROR),
+                        self.csum_bad.eq((meta.csum.ip_csum == CsumStatus.BAD)
+                                         | (meta.csum.l4_csum == CsumStatus.BAD)),
+                    ]
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,221 @@
+"""TX engine: TX queue descriptors in, frames into the TX packet FIFO, completions out.
+
+Per descriptor: fetch it (one 16-byte DMA read), check it, read the frame from
+host memory through the checksum engine into the packet FIFO, then write one
+completion. A frame is only started when the FIFO has room for all of it, so
+the output side never waits on a frame that cannot finish. A frame whose read
+failed still flows into the FIFO (its words must be drained somewhere) but is
+marked ``drop``: the output side discards it and it never reaches the wire.
+"""
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from tlsnic.abi import (TxDescriptor, TxCompletion, TxOpcode, TxStatus, TxFlags,
+                        MAX_FRAME, DESC_BYTES)
+from ..net.checksum import ChecksumEngine, ChecksumResult
+from ..net.frame import FrameWord, WORD_BYTES
+from .dma import DmaReadPort, DmaWritePort
+
+__all__ = ["TxFrameMeta", "TxEngine"]
+
+
+class TxFrameMeta(data.Struct):
+    """What the output side needs to know about a frame in the packet FIFO."""
+    csum: ChecksumResult
+    flags: TxFlags
+    port: 2
+    drop: 1
+
+
+def write_entry(m, port, addr, entry, start):
+    """Drive a 16-byte entry write on DMA write ``port``; returns ``done``
+    (the status beat, consumed). Keep ``start`` high until ``done``."""
+    sent_req = Signal()
+    words_sent = Signal(2)
+    raw = entry.as_value()
+    m.d.comb += [
+        port.req.valid.eq(start & ~sent_req),
+        port.req.payload.addr.eq(addr),
+        port.req.payload.length.eq(DESC_BYTES),
+        port.data.valid.eq(start & sent_req & (words_sent != 2)),
+        port.data.payload.eq(raw.word_select(words_sent[0], 64)),
+        port.status.ready.eq(start & (words_sent == 2)),
+    ]
+    with m.If(port.req.valid & port.req.ready):
+        m.d.sync += sent_req.eq(1)
+    with m.If(port.data.valid & port.data.ready):
+        m.d.sync += words_sent.eq(words_sent + 1)
+    done = port.status.valid & port.status.ready
+    with m.If(done):
+        m.d.sync += [sent_req.eq(0), words_sent.eq(0)]
+    return done
+
+
+class TxEngine(wiring.Component):
+    """Descriptor processing for the TX queue.
+
+    Parameters
+    ----------
+    ports : int
+        Network ports; a descriptor naming another port completes BAD_PORT.
+    fifo_words : int
+        Depth of the TX packet FIFO in 64-bit words (at least one MAX_FRAME).
+
+    Members
+    -------
+    txq_*, txcq_* : ring handshakes (see :class:`hdl.host.queue.Ring`)
+    dma_rd, dma_wr : DMA client ports
+    frames : Out(stream.Signature(FrameWord))
+        Packet FIFO data, to :class:`hdl.net.csum_insert.ChecksumInsert`.
+    meta : Out(stream.Signature(TxFrameMeta))
+        One per frame, available once the whole frame is in the FIFO.
+    events : Out(...)
+        One-cycle strobes: ``completed``, ``desc_error``, ``dma_error``.
+    """
+    def __init__(self, *, ports=1, fifo_words=2048):
+        assert fifo_words * WORD_BYTES >= MAX_FRAME
+        self.ports = ports
+        self.fifo_words = fifo_words
+        super().__init__({
+            "txq_ready": In(1), "txq_addr": In(64), "txq_index": In(16), "txq_advance": Out(1),
+            "txcq_ready": In(1), "txcq_addr": In(64), "txcq_phase": In(1), "txcq_advance": Out(1),
+            "dma_rd": Out(DmaReadPort()),
+            "dma_wr": Out(DmaWritePort()),
+            "frames": Out(stream.Signature(FrameWord)),
+            "meta": Out(stream.Signature(TxFrameMeta)),
+            "completed": Out(1), "desc_error": Out(1), "dma_error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.csum = csum = ChecksumEngine(tx=True)
+        m.submodules.data_fifo = data_fifo = SyncFIFOBuffered(
+            width=FrameWord.as_shape().size, depth=self.fifo_words)
+        m.submodules.side_fifo = side_fifo = SyncFIFOBuffered(width=11, depth=4)
+        m.submodules.meta_fifo = meta_fifo = SyncFIFOBuffered(
+            width=TxFrameMeta.as_shape().size, depth=16)
+
+        # Packet FIFO out.
+        m.d.comb += [
+            self.frames.valid.eq(data_fifo.r_rdy),
+            self.frames.payload.eq(data_fifo.r_data),
+            data_fifo.r_en.eq(self.frames.ready),
+            self.meta.valid.eq(meta_fifo.r_rdy),
+            self.meta.payload.eq(meta_fifo.r_data),
+            meta_fifo.r_en.eq(self.meta.ready),
+        ]
+        # Checksum engine into the data FIFO.
+        m.d.comb += [
+            data_fifo.w_data.eq(csum.o.payload),
+            data_fifo.w_en.eq(csum.o.valid),
+            csum.o.ready.eq(data_fifo.w_rdy),
+        ]
+        # Frame metadata: descriptor side-info joined with the checksum result.
+        side = Signal(data.StructLayout({"flags": TxFlags, "port": 2, "drop": 1}))
+        meta_in = Signal(TxFrameMeta)
+        m.d.comb += [
+            side.eq(side_fifo.r_data),
+            meta_in.csum.eq(csum.result.payload),
+            meta_in.flags.eq(side.flags),
+            meta_in.port.eq(side.port),
+            meta_in.drop.eq(side.drop),
+            meta_fifo.w_data.eq(meta_in),
+            meta_fifo.w_en.eq(side_fifo.r_rdy & csum.result.valid & meta_fifo.w_rdy),
+            side_fifo.r_en.eq(meta_fifo.w_en),
+            csum.result.ready.eq(meta_fifo.w_en),
+        ]
+
+        desc = Signal(TxDescriptor)
+        status = Signal(TxStatus)
+        words = Signal(range(MAX_FRAME // WORD_BYTES + 2))
+        fetch_word = Signal()
+        fetch_error = Signal()
+        completion = Signal(TxCompletion)
+        m.d.comb += [
+            completion.index.eq(self.txq_index),
+            completion.opcode.eq(desc.opcode),
+            completion.status.eq(status),
+            completion.length.eq(Mux(status == TxStatus.OK, desc.length, 0)),
+            completion.tag.eq(desc.tag),
+            completion.phase.eq(self.txcq_phase),
+        ]
+        rd = self.dma_rd
+        write_completion = Signal()
+        completion_done = write_entry(m, self.dma_wr, self.txcq_addr, completion, write_completion)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.txq_ready & self.txcq_ready):
+                    m.d.comb += [rd.req.valid.eq(1), rd.req.payload.addr.eq(self.txq_addr),
+                                 rd.req.payload.length.eq(DESC_BYTES)]
+                    with m.If(rd.req.ready):
+                        m.d.sync += [fetch_word.eq(0), fetch_error.eq(0)]
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += rd.resp.ready.eq(1)
+                with m.If(rd.resp.valid):
+                    m.d.sync += [desc.as_value().word_select(fetch_word, 64).eq(rd.resp.payload.data),
+                                 fetch_word.eq(1)]
+                    with m.If(rd.resp.payload.last):
+                        with m.If(rd.resp.payload.error):
+                            # Nothing of a descriptor that failed to read is trusted.
+                            m.d.sync += [desc.eq(0), status.eq(TxStatus.DMA_ERROR)]
+                            m.d.comb += self.dma_error.eq(1)
+                            m.next = "COMPLETE"
+                        with m.Else():
+                            m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.sync += words.eq((desc.length + 7) >> 3)
+                with m.If(desc.opcode == TxOpcode.NOP):
+                    m.d.sync += status.eq(TxStatus.OK)
+                    m.next = "COMPLETE"
+                with m.Elif(desc.opcode != TxOpcode.PACKET):
+                    m.d.sync += status.eq(TxStatus.BAD_OPCODE)
+                    m.d.comb += self.desc_error.eq(1)
+                    m.next = "COMPLETE"
+                with m.Elif((desc.length == 0) | (desc.length > MAX_FRAME)):
+                    m.d.sync += status.eq(TxStatus.BAD_LENGTH)
+                    m.d.comb += self.desc_error.eq(1)
+                    m.next = "COMPLETE"
+                with m.Elif(desc.port >= self.ports):
+                    m.d.sync += status.eq(TxStatus.BAD_PORT)
+                    m.d.comb += self.desc_error.eq(1)
+                    m.next = "COMPLETE"
+                with m.Else():
+                    m.next = "WAIT_ROOM"
+            with m.State("WAIT_ROOM"):
+                # Room for the whole frame, counting words still in the checksum
+                # engine's short delay line generously.
+                room = (self.fifo_words - data_fifo.level) > (words + 16)
+                with m.If(room & side_fifo.w_rdy):
+                    m.d.comb += [rd.req.valid.eq(1), rd.req.payload.addr.eq(desc.addr),
+                                 rd.req.payload.length.eq(desc.length)]
+                    with m.If(rd.req.ready):
+                        m.next = "DATA"
+            with m.State("DATA"):
+                word = rd.resp.payload
+                m.d.comb += [
+                    csum.i.valid.eq(rd.resp.valid),
+                    csum.i.payload.data.eq(word.data),
+                    csum.i.payload.keep.eq(word.keep),
+                    csum.i.payload.last.eq(word.last),
+                    rd.resp.ready.eq(csum.i.ready),
+                ]
+                with m.If(rd.resp.valid & rd.resp.ready & word.last):
+                    m.d.comb += [
+                        side_fifo.w_en.eq(1),
+                        side_fifo.w_data.eq(Cat(desc.flags, desc.port[:2], word.error)),
+                    ]
+                    m.d.sync += status.eq(Mux(word.error, TxStatus.DMA_ERROR, TxStatus.OK))
+                    m.d.comb += self.dma_error.eq(word.error)
+                    m.next = "COMPLETE"
+            with m.State("COMPLETE"):
+                m.d.comb += write_completion.eq(1)
+                with m.If(completion_done):
+                    m.d.comb += [self.txq_advance.eq(1), self.txcq_advance.eq(1),
+                                 self.completed.eq(1)]
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,216 @@
+"""The NIC: CSRs, rings, DMA, the TX and RX engines and the network ports.
+
+::
+
+    AXI4-Lite ──> CsrBridge ──> registers, rings, counters, interrupt
+                                  │
+    TX: TXQ ─> TxEngine ─(DMA rd)─> ChecksumEngine ─> packet FIFO ─> ChecksumInsert ─> tx[port]
+    RX: rx ─> FrameLimiter ─> ChecksumEngine ─> packet FIFO ─> RxEngine ─(DMA wr)─> host buffer
+                                  │
+    DMA: TX and RX engines ─> read / write arbiters ─> DmaReader / DmaWriter ─> AXI4 manager
+"""
+
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from tlsnic import abi
+from tlsnic.abi import Reg, Queue, Irq, Counter, COUNTER_BASE
+from .host.axi import AxiLiteSignature, AxiSignature, AxiStreamSignature
+from .host.csr import CsrBridge
+from .host.dma import (DmaReader, DmaWriter, DmaReadArbiter, DmaWriteArbiter,
+                       READ_MEMBERS, WRITE_MEMBERS)
+from .host.queue import Ring
+from .host.tx_engine import TxEngine
+from .host.rx_engine import RxEngine
+from .net.csum_insert import ChecksumInsert
+from .net.frame import from_axis, to_axis, FrameWord
+from amaranth.lib import stream
+
+__all__ = ["Nic"]
+
+CSR_ADDR_WIDTH = 16
+
+
+class Nic(wiring.Component):
+    """The whole card, minus PHYs.
+
+    Parameters
+    ----------
+    ports : int
+        Network ports (TX and RX stream pairs).
+    fifo_words : int
+        Depth of each packet FIFO in 64-bit words.
+
+    Members
+    -------
+    csr : In(AxiLiteSignature)
+        Registers (``tlsnic.abi.Reg`` and friends).
+    dma : Out(AxiSignature)
+        Host memory, 64-bit data and addresses.
+    tx, rx : AXI4-Stream ports, ``tx[i]`` out of the card and ``rx[i]`` into it.
+    irq : Out(1)
+        Level interrupt: ``|(IRQ_STATUS & IRQ_ENABLE)``.
+    """
+    def __init__(self, *, ports=1, fifo_words=2048):
+        assert ports == 1, "one port until the multi-port RX arbiter lands"
+        self.n_ports = ports
+        self.fifo_words = fifo_words
+        super().__init__({
+            "csr": In(AxiLiteSignature(addr_width=CSR_ADDR_WIDTH)),
+            "dma": Out(AxiSignature(addr_width=64, data_width=64)),
+            "tx": Out(AxiStreamSignature(data_width=64)).array(ports),
+            "rx": In(AxiStreamSignature(data_width=64)).array(ports),
+            "irq": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bridge = bridge = CsrBridge(addr_width=CSR_ADDR_WIDTH)
+        wiring.connect(m, wiring.flipped(self.csr), bridge.axil)
+
+        rings = {q: Ring(completion=q in (Queue.TXCQ, Queue.RXCQ)) for q in Queue}
+        for q, ring in rings.items():
+            m.submodules[q.name.lower()] = ring
+
+        # ---- DMA ----
+        m.submodules.reader = reader = DmaReader()
+        m.submodules.writer = writer = DmaWriter()
+        m.submodules.rd_arb = rd_arb = DmaReadArbiter(2)
+        m.submodules.wr_arb = wr_arb = DmaWriteArbiter(2)
+        wiring.connect(m, rd_arb.engine, reader.port)
+        wiring.connect(m, wr_arb.engine, writer.port)
+        for name in READ_MEMBERS:
+            dst, src = (getattr(reader.axi, name), getattr(self.dma, name))
+            if name in ("arready", "rid", "rdata", "rresp", "rlast", "rvalid"):
+                m.d.comb += dst.eq(src)
+            else:
+                m.d.comb += src.eq(dst)
+        for name in WRITE_MEMBERS:
+            dst, src = (getattr(writer.axi, name), getattr(self.dma, name))
+            if name in ("awready", "wready", "bid", "bresp", "bvalid"):
+                m.d.comb += dst.eq(src)
+            else:
+                m.d.comb += src.eq(dst)
+
+        # ---- TX ----
+        m.submodules.tx_engine = txe = TxEngine(ports=self.n_ports, fifo_words=self.fifo_words)
+        m.submodules.tx_out = tx_out = ChecksumInsert(ports=self.n_ports)
+        wiring.connect(m, txe.dma_rd, rd_arb.clients[0])
+        wiring.connect(m, txe.dma_wr, wr_arb.clients[0])
+        wiring.connect(m, txe.frames, tx_out.frames)
+        wiring.connect(m, txe.meta, tx_out.meta)
+        for i in range(self.n_ports):
+            to_axis(m, tx_out.ports[i], self.tx[i])
+        txq, txcq = rings[Queue.TXQ], rings[Queue.TXCQ]
+        m.d.comb += [
+            txe.txq_ready.eq(txq.ready), txe.txq_addr.eq(txq.entry_addr),
+            txe.txq_index.eq(txq.card_index), txq.advance.eq(txe.txq_advance),
+            txe.txcq_ready.eq(txcq.ready), txe.txcq_addr.eq(txcq.entry_addr),
+            txe.txcq_phase.eq(txcq.phase), txcq.advance.eq(txe.txcq_advance),
+        ]
+
+        # ---- RX ----
+        m.submodules.rx_engine = rxe = RxEngine(fifo_words=self.fifo_words)
+        rx_frames = stream.Signature(FrameWord).create()
+        from_axis(m, self.rx[0], rx_frames)
+        wiring.connect(m, rx_frames, rxe.wire)
+        wiring.connect(m, rxe.dma_rd, rd_arb.clients[1])
+        wiring.connect(m, rxe.dma_wr, wr_arb.clients[1])
+        rxq, rxcq = rings[Queue.RXQ], rings[Queue.RXCQ]
+        m.d.comb += [
+            rxe.rxq_ready.eq(rxq.ready), rxe.rxq_addr.eq(rxq.entry_addr),
+            rxe.rxq_index.eq(rxq.card_index), rxq.advance.eq(rxe.rxq_advance),
+            rxe.rxcq_ready.eq(rxcq.ready), rxe.rxcq_addr.eq(rxcq.entry_addr),
+            rxe.rxcq_phase.eq(rxcq.phase), rxcq.advance.eq(rxe.rxcq_advance),
+        ]
+
+        # ---- statistics ----
+        events = {
+            Counter.TX_PACKETS: tx_out.sent,
+            Counter.TX_BYTES: tx_out.sent_bytes,
+            Counter.TX_DESC_ERRORS: txe.desc_error,
+            Counter.TX_DMA_ERRORS: txe.dma_error,
+            Counter.TX_CSUM_IP: tx_out.csum_ip,
+            Counter.TX_CSUM_L4: tx_out.csum_l4,
+            Counter.RX_PACKETS: rxe.received,
+            Counter.RX_BYTES: rxe.received_bytes,
+            Counter.RX_TRUNCATED: rxe.truncated,
+            Counter.RX_DMA_ERRORS: rxe.dma_error,
+            Counter.RX_CSUM_BAD: rxe.csum_bad,
+        }
+        counters = {c: Signal(32, name=f"count_{c.name.lower()}") for c in Counter}
+        for c, event in events.items():
+            if len(event) == 1:
+                # Byte counts come as a value, event counts as a strobe.
+                m.d.sync += counters[c].eq(counters[c] + event)
+            else:
+                m.d.sync += counters[c].eq(counters[c] + event)
+
+        # ---- interrupts ----
+        irq_status = Signal(len(Irq))
+        irq_enable = Signal(len(Irq))
+        raised = Cat(txe.txcq_advance, rxe.rxcq_advance)
+        m.d.comb += self.irq.eq((irq_status & irq_enable).any())
+
+        # ---- register decode ----
+        scratch = Signal(32)
+        error_status = Signal(1)
+        addr = bridge.addr
+        block = addr & ~0xFF
+        offset = addr & 0xFF
+        cleared = Signal(len(Irq))
+        with m.If(bridge.write & (addr == Reg.IRQ_STATUS)):
+            m.d.comb += cleared.eq(bridge.wdata)
+        m.d.sync += irq_status.eq((irq_status & ~cleared) | raised)
+
+        for q, ring in rings.items():
+            m.d.comb += [ring.csr_offset.eq(offset), ring.csr_wdata.eq(bridge.wdata),
+                         ring.csr_write.eq(bridge.write & (block == q))]
+
+        known = Signal()
+        with m.Switch(addr):
+            constant_regs = {
+                Reg.ID: abi.ID_MAGIC,
+                Reg.VERSION: abi.VERSION,
+                Reg.CAP_DATAPATH: 8 | (8 << 8),
+                Reg.CAP_QUEUES: 1 | (1 << 8) | (self.n_ports << 16) | (abi.MAX_LOG_RING << 24),
+                Reg.CAP_TLS: 0,
+                Reg.CAP_CONTEXTS: 0,
+                Reg.CAP_MAX_FRAME: abi.MAX_FRAME,
+            }
+            for reg, value in constant_regs.items():
+                with m.Case(reg):
+                    m.d.comb += [bridge.rdata.eq(value), known.eq(1)]
+            with m.Case(Reg.SCRATCH):
+                m.d.comb += [bridge.rdata.eq(scratch), known.eq(1)]
+                with m.If(bridge.write):
+                    m.d.sync += scratch.eq(bridge.wdata)
+            with m.Case(Reg.IRQ_STATUS):
+                m.d.comb += [bridge.rdata.eq(irq_status), known.eq(1)]
+            with m.Case(Reg.IRQ_ENABLE):
+                m.d.comb += [bridge.rdata.eq(irq_enable), known.eq(1)]
+                with m.If(bridge.write):
+                    m.d.sync += irq_enable.eq(bridge.wdata)
+            with m.Case(Reg.ERROR_STATUS):
+                m.d.comb += [bridge.rdata.eq(error_status), known.eq(1)]
+                with m.If(bridge.write):
+                    m.d.sync += error_status.eq(error_status & ~bridge.wdata[0])
+            for q, ring in rings.items():
+                for r in abi.QueueReg:
+                    with m.Case(q + r):
+                        m.d.comb += [bridge.rdata.eq(ring.csr_rdata), known.eq(1)]
+            for c in Counter:
+                with m.Case(COUNTER_BASE + 4 * c):
+                    m.d.comb += [bridge.rdata.eq(counters[c]), known.eq(1)]
+            with m.Default():
+                pass
+        m.d.comb += bridge.error.eq(~known)
+        with m.If((bridge.write | bridge.read) & ~known):
+            m.d.sync += error_status.eq(1)
+        return m
+
+
+def make_nic(**params):
+    """Factory for :class:`cosim.build.Design`."""
+    return Nic(**params)
