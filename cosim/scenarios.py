@@ -191,7 +191,7 @@ async def tx_bad_descriptors(dev, wire, *, tag=0x1234):
         ("dma-addr-far", dict(packet, length=100, addr=BAD_DMA_ADDRESSES[1])),
         ("dma-runs-off-region", dict(packet, length=100, addr=off_the_end)),
         ("nop", dict(opcode=TxOpcode.NOP, tag=tag, length=100, addr=BAD_DMA_ADDRESSES[1])),
-        ("nop-flags", dict(opcode=TxOpcode.NOP, flags=0xFF, port=0xFF)),
+        ("nop-flags", dict(opcode=TxOpcode.NOP, tag=tag, flags=0xFF, port=0xFF)),
         ("reserved-flags", dict(packet, flags=0xFC, length=100, addr=good)),
     ]
     sent = []
@@ -297,13 +297,14 @@ async def rx_backpressure(dev, wire, *, count=20, rx_log=4, rxcq_log=2, seed=9):
 # --- both directions -----------------------------------------------------------------
 
 async def loopback(dev, wire, *, count=40, tx_log=2, rx_log=2, burst=None, use_irq=True,
-                   offload=True, seed=10):
+                   offload=True, start_index=0, seed=10):
     """Frames sent, taken off the wire, fed back in and received, in bursts.
 
     With small rings and ``count`` several times the ring size this is the ring
-    wrap test: indices, slots and phase bits go round both rings many times.
+    wrap test: indices, slots and phase bits go round both rings many times;
+    ``start_index`` near 2**16 adds the wrap of the 16-bit indices.
     """
-    await dev.open(tx_log=tx_log, rx_log=rx_log, use_irq=use_irq)
+    await dev.open(tx_log=tx_log, rx_log=rx_log, use_irq=use_irq, start_index=start_index)
     rng = random.Random(seed)
     burst = burst or (1 << min(tx_log, rx_log))
     sent, completions, wire_frames, rx = [], [], [], []
@@ -327,10 +328,11 @@ async def loopback(dev, wire, *, count=40, tx_log=2, rx_log=2, burst=None, use_i
     return await _finish(dev, obs)
 
 
-async def ring_wrap(dev, wire, *, log=2, passes=6, use_irq=True):
-    """:func:`loopback` with rings of ``2**log`` entries, ``passes`` times round."""
+async def ring_wrap(dev, wire, *, log=2, passes=6, use_irq=True, start_index=0xFFF6):
+    """:func:`loopback` with rings of ``2**log`` entries, ``passes`` times round,
+    starting just below the 16-bit index wrap."""
     return await loopback(dev, wire, count=passes * (1 << log) + 1, tx_log=log, rx_log=log,
-                          use_irq=use_irq, seed=11)
+                          use_irq=use_irq, start_index=start_index, seed=11)
 
 
 async def many_in_flight(dev, wire, *, count=200, log=8, seed=12):

@@ -164,6 +164,19 @@ class _CompletionRing(_Ring):
         super().__init__(bus, block, log_size)
         self.layout = layout
 
+    async def create(self):
+        """As :meth:`_Ring.create`, then mark every entry stale.
+
+        An entry is stale when its phase bit is the wrap bit of the index the
+        host will read it at on the first pass. From index 0 that is all zeros
+        already; from any other start some slots need a 1.
+        """
+        await super().create()
+        for index in range(self.index, self.index + self.size):
+            stale = (index >> self.log_size) & 1
+            if stale:
+                await self.bus.mem_write(self.slot_addr(index), pack(self.layout, phase=stale))
+
     def owned(self, raw):
         """True when the entry at ``index`` was written on the current pass.
 
@@ -225,7 +238,7 @@ class Device:
     # --- bring-up ------------------------------------------------------------------
 
     async def open(self, *, tx_log=8, rx_log=8, txcq_log=None, rxcq_log=None,
-                   rx_buf_size=MAX_FRAME, rx_fill=None, use_irq=True):
+                   rx_buf_size=MAX_FRAME, rx_fill=None, use_irq=True, start_index=0):
         """Bring the card up.
 
         Checks identity and the bus, reads capabilities, creates and enables the
@@ -247,6 +260,10 @@ class Device:
             or :meth:`post_rx_raw` provides buffers.
         use_irq : bool
             Wait with interrupts; otherwise poll.
+        start_index : int
+            First index of every ring. Enabling a queue copies the host's index
+            into the card's, so any start is legal; one just below 2**16 makes
+            the 16-bit index wrap happen within a few frames (for tests).
         """
         ident = await self.bus.read32(Reg.ID)
         if ident != ID_MAGIC:
@@ -288,17 +305,18 @@ class Device:
         self.rxq = _Ring(self.bus, Queue.RXQ, rx_log)
         self.rxcq = _CompletionRing(self.bus, Queue.RXCQ, rxcq_log, RxCompletion)
         for ring in (self.txq, self.txcq, self.rxq, self.rxcq):
+            ring.index = start_index & INDEX_MASK
             await ring.create()
         for ring in (self.txcq, self.rxcq, self.txq, self.rxq):
             await ring.enable()
 
         # TX bookkeeping: the TXQ index of the oldest descriptor not yet
         # completed, and what each in-flight slot owns.
-        self._tx_clean = 0
+        self._tx_clean = self.txq.index
         self._tx_buffers = {}          # TXQ index -> driver-owned buffer address
         self._tx_reaped = []           # completions reaped since the last flush_tx
         # RX bookkeeping.
-        self._rx_clean = 0
+        self._rx_clean = self.rxq.index
         self._rx_slots = {}            # RXQ index -> (addr, length, owned by the driver)
         self._rx_spare = []            # driver-owned buffers waiting to be reposted
         self._rx_ready = collections.deque()

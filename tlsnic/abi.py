@@ -30,7 +30,10 @@ and full when ``PROD - CONS == 2**n`` (mod 2**16), so ``n <= 15``.
 A completion belongs to the host when its ``phase`` bit equals
 ``((cons >> n) & 1) ^ 1``: the card writes the inverted wrap bit of its
 producer index, so a zeroed ring reads as "nothing new" on the first pass and
-entries left from the previous pass read as stale on the next one.
+entries left from the previous pass read as stale on the next one. (That holds
+for a ring started at index 0, or any index whose first pass has wrap bit 0. A
+host starting elsewhere must first write each entry's phase bit as the wrap
+bit of the index it will be read at: the driver does.)
 
 Every TX descriptor produces exactly one TX completion, in order. Every frame
 received produces exactly one RX completion, in order, consuming one RX buffer.
