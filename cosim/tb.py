@@ -135,6 +135,13 @@ class TB:
         self.bus = CocotbBus(self, self.memory)
         self.wire = CocotbWire(self)
 
+    def use_memory(self, memory):
+        """Give the card a fresh host RAM (between scenarios of one simulation)."""
+        self.memory = memory
+        self.bus.memory = memory
+        self.dma.read_if.target = memory.space
+        self.dma.write_if.target = memory.space
+
     async def reset(self):
         self.dut.rst.value = 1
         await ClockCycles(self.dut.clk, 4)

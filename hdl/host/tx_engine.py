@@ -138,7 +138,8 @@ class TxEngine(wiring.Component):
             completion.index.eq(self.txq_index),
             completion.opcode.eq(desc.opcode),
             completion.status.eq(status),
-            completion.length.eq(Mux(status == TxStatus.OK, desc.length, 0)),
+            completion.length.eq(Mux((status == TxStatus.OK) & (desc.opcode == TxOpcode.PACKET),
+                                     desc.length, 0)),
             completion.tag.eq(desc.tag),
             completion.phase.eq(self.txcq_phase),
         ]
