@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/tlsnic demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) -q
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -q
 
 # The pure-Python tests only (no simulator build).
 test-fast: $(STAMP)
