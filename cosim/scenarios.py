@@ -259,6 +259,36 @@ async def rx_truncation(dev, wire, *, frame_sizes=(60, 61, 64, 100, 1514, 9014),
     return await _finish(dev, {"sent": sent, "rx": rx})
 
 
+async def rx_oversize(dev, wire, *, frame_sizes=(9216, 9217, 9300, 12000), seed=14):
+    """Giant frames (above MAX_FRAME) are cut at MAX_FRAME on entry: delivered
+    TRUNCATED with their wire length, MAX_FRAME bytes written into a large
+    buffer and not one byte past them, and the card keeps receiving."""
+    await dev.open(tx_log=2, rx_log=3, rx_fill=0)
+    rng = random.Random(seed)
+    sent, rx = [], []
+    for frame_size in frame_sizes:
+        frame = traffic.build("ipv4", "tcp", frame_size, None, rng)
+        span = GUARD_BYTES + 16384 + GUARD_BYTES
+        region = dev.bus.alloc(span)
+        await dev.bus.mem_write(region, bytes([GUARD_BYTE]) * span)
+        await dev.post_rx_raw(region + GUARD_BYTES, 16384)
+        await wire.send(frame)
+        record = (await dev.recv()).to_dict()
+        after = await dev.bus.mem_read(region, span)
+        dev.bus.free(region)
+        record["buffer"] = after[GUARD_BYTES:GUARD_BYTES + 16384].hex()
+        record["guard_after"] = after[GUARD_BYTES + 16384:].hex()
+        rx.append(record)
+        sent.append({"data": frame.hex(), "buffer_size": 16384})
+    # A normal frame after the giants still arrives whole.
+    frame = traffic.build("ipv4", "udp", 1000, None, rng)
+    await dev.post_rx_raw(dev.bus.alloc(2048), 2048)
+    await wire.send(frame)
+    rx.append((await dev.recv()).to_dict())
+    sent.append({"data": frame.hex(), "buffer_size": 2048})
+    return await _finish(dev, {"sent": sent, "rx": rx})
+
+
 async def rx_dma_error(dev, wire, *, seed=8):
     """RX buffers outside host memory (and one running off its region) between
     good ones: DMA_ERROR completions, and the ring keeps going."""
@@ -377,7 +407,7 @@ async def bring_up(dev, wire):
 
 SCENARIOS = {fn.__name__: fn for fn in (
     bring_up, tx_sizes, tx_offload, tx_unaligned, tx_ring_full, tx_bad_descriptors,
-    rx_checksums, rx_truncation, rx_dma_error, rx_backpressure,
+    rx_checksums, rx_truncation, rx_oversize, rx_dma_error, rx_backpressure,
     loopback, ring_wrap, many_in_flight, jumbo,
 )}
 

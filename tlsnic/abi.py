@@ -220,7 +220,11 @@ class RxDescriptor(data.Struct):
 
 class RxStatus(enum.Enum, shape=8):
     OK        = 0x00
-    TRUNCATED = 0x01  #: frame longer than the buffer: ``length`` bytes on the wire, buffer-size bytes written
+    #: Frame longer than the buffer, or than :data:`MAX_FRAME` (the card keeps
+    #: at most MAX_FRAME bytes of a frame and checksums what it kept):
+    #: ``length`` is the wire length (saturating at 65535), ``min(kept, buffer)``
+    #: bytes are written.
+    TRUNCATED = 0x01
     DMA_ERROR = 0x02  #: a host-memory write failed (bus error); buffer contents undefined
 
 
