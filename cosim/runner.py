@@ -13,8 +13,9 @@ Builds are cached per simulator, per design hash and per waves setting, so a
 second run of an unchanged design starts the simulator at once.
 
 Select the simulator with ``TLSNIC_SIM=verilator|icarus`` (or the ``sim``
-argument); record waves with ``TLSNIC_WAVES=1`` (FST under Verilator, VCD under
-Icarus), written into the test folder.
+argument); record waves with ``TLSNIC_WAVES=1``, written into the test folder:
+``dump.fst`` under Verilator when liblz4's header is installed, ``dump.vcd``
+otherwise; Icarus writes FST (``<top>.fst``).
 """
 
 import fcntl
@@ -76,6 +77,10 @@ def _verilator_env():
         os.environ["MAKEFLAGS"] = f"{flags} {pch} {threads}".strip()
 
 
+def _have_lz4():
+    return any(Path(d, "lz4.h").exists() for d in ("/usr/include", "/usr/local/include"))
+
+
 class CocotbRun:
     """Build a design once and run cocotb test modules against it.
 
@@ -102,7 +107,10 @@ class CocotbRun:
             args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast",
                     "--x-initial", "unique"]
             if self.waves:
-                args += ["--trace-fst", "--trace-structs"]
+                # FST needs liblz4's header (Debian: liblz4-dev), which a plain
+                # machine lacks; VCD needs nothing, so it is the fallback.
+                args += ["--trace-fst"] if _have_lz4() else []
+                args += ["--trace-structs"]
             return args
         return []
 

@@ -4,7 +4,7 @@ A :class:`Wire` stands where the cables would be: a test puts frames into the
 card's ports with :meth:`Wire.send` and takes what the card transmitted with
 :meth:`Wire.recv`. The reference model provides one (``ReferenceNic.wire``);
 the cocotb backend provides another over the gateware's streams
-(``cosim/wire.py``). Scenarios use only this interface, so they run on both.
+(``cosim/tb.py``). Scenarios use only this interface, so they run on both.
 """
 
 import abc

@@ -1,7 +1,7 @@
 """The bus the driver talks to: registers, host memory and the interrupt line.
 
 Every backend (the reference model in ``cosim/model.py``, cocotb over the
-gateware in ``cosim/bus.py``, later a link to a real board) implements
+gateware in ``cosim/tb.py``, later a link to a real board) implements
 :class:`Bus`; the driver (:mod:`tlsnic.driver.device`) uses nothing else, so it
 runs unchanged on all of them.
 
