@@ -71,14 +71,14 @@ def _cmd_bench(args):
         return 0
     if args.what == "gcm":
         from . import bench_gcm
-        return bench_gcm.main(args.rest + (["--json"] if args.json else []))
+        return bench_gcm.main(args.extra + (["--json"] if args.json else []))
     return 2
 
 
 def _cmd_synth(args):
     if args.core == "gcm":
         from . import synth_core
-        return synth_core.main(args.rest + (["--json"] if args.json else []))
+        return synth_core.main(args.extra + (["--json"] if args.json else []))
     print("tlsnic synth: whole-board builds arrive with the board tops; try --core gcm",
           file=sys.stderr)
     return 2
@@ -107,20 +107,22 @@ def main(argv=None):
     p.add_argument("what", choices=("plain", "gcm"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--sim", choices=("default", "verilator", "icarus"), default="default")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_bench)
+    p.set_defaults(func=_cmd_bench, passthrough=True)
 
     p = sub.add_parser("synth", help="synthesise with YoWASP (yosys + nextpnr-ecp5)")
     p.add_argument("--core", choices=("gcm",))
     p.add_argument("--board")
     p.add_argument("--json", action="store_true")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_synth)
+    p.set_defaults(func=_cmd_synth, passthrough=True)
 
     p = sub.add_parser("demo", help="the main job: run it and read the report")
     p.set_defaults(func=_cmd_demo)
 
-    args = parser.parse_args(argv)
+    # bench gcm / synth --core take options of their own: pass unknown ones on.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     return args.func(args)
 
 
