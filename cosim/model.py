@@ -25,6 +25,7 @@ import enum as _py_enum
 import sys
 
 from tlsnic.abi import (
+    ERROR_BAD_CSR, ERROR_COMPLETION_LOST,
     COUNTER_BASE, DESC_BYTES, ID_MAGIC, MAX_FRAME, MAX_LOG_RING, QUEUE_ENABLE, VERSION,
     Counter, CsumStatus, Irq, L3Proto, L4Proto, Queue, QueueReg, Reg,
     RxCompletion, RxDescriptor, RxStatus, TxCompletion, TxDescriptor, TxFlags, TxOpcode,
@@ -345,7 +346,7 @@ class ReferenceNic:
         return None, None
 
     def _bad_address(self, what, addr):
-        self.error_status |= 1
+        self.error_status |= ERROR_BAD_CSR
         raise BusError(f"CSR {what} at undecoded address {addr:#x} (SLVERR)")
 
     async def read32(self, addr):
@@ -435,20 +436,21 @@ class ReferenceNic:
             progress = await self._tx_step() | await self._rx_step()
 
     async def _read_ring_entry(self, queue, q, index):
+        """The entry's bytes, or None when the read fails (``tlsnic.abi``: the
+        entry then completes with DMA_ERROR)."""
         try:
             return await self.memory.read(q.slot_addr(index), DESC_BYTES)
-        except BusError as exc:
-            # The ABI says nothing about a ring outside host memory; the
-            # model refuses loudly rather than invent a behaviour.
-            raise BusError(f"{queue.name} entry {index} unreachable: {exc}") from None
+        except BusError:
+            return None
 
     async def _write_completion(self, queue, irq, layout, **fields):
         q = self.queues[queue]
         raw = pack(layout, phase=q.phase(), **fields)
         try:
             await self.memory.write(q.slot_addr(q.card_index), raw)
-        except BusError as exc:
-            raise BusError(f"{queue.name} entry {q.card_index} unreachable: {exc}") from None
+        except BusError:
+            # Lost: nobody can be told through the ring itself.
+            self.error_status |= ERROR_COMPLETION_LOST
         q.card_index = (q.card_index + 1) & 0xFFFF
         self.irq_status |= 1 << irq
 
@@ -457,9 +459,16 @@ class ReferenceNic:
         if not (txq.has_work() and txcq.has_room()):
             return False
         index = txq.card_index
-        desc = unpack(TxDescriptor, await self._read_ring_entry(Queue.TXQ, txq, index))
+        raw = await self._read_ring_entry(Queue.TXQ, txq, index)
         txq.card_index = (index + 1) & 0xFFFF
-        status, sent = await self._transmit(desc)
+        if raw is None:
+            # Nothing of a descriptor that could not be read is trusted.
+            desc = unpack(TxDescriptor, bytes(DESC_BYTES))
+            self._count(Counter.TX_DMA_ERRORS)
+            status, sent = TxStatus.DMA_ERROR, 0
+        else:
+            desc = unpack(TxDescriptor, raw)
+            status, sent = await self._transmit(desc)
         await self._write_completion(
             Queue.TXCQ, Irq.TXCQ, TxCompletion,
             index=index, opcode=_int(desc.opcode), status=status,
@@ -503,7 +512,7 @@ class ReferenceNic:
             return False
         port, frame = self.ingress.popleft()
         index = rxq.card_index
-        desc = unpack(RxDescriptor, await self._read_ring_entry(Queue.RXQ, rxq, index))
+        raw = await self._read_ring_entry(Queue.RXQ, rxq, index)
         rxq.card_index = (index + 1) & 0xFFFF
 
         # A giant frame is cut at MAX_FRAME on entry (so it can never wedge the
@@ -512,12 +521,16 @@ class ReferenceNic:
         kept = frame[:MAX_FRAME]
         parsed = parse_headers(kept)
         ip_csum, l4_csum = verify_checksums(kept, parsed)
-        written = min(len(kept), desc.length)
-        status = RxStatus.OK if written == len(frame) else RxStatus.TRUNCATED
-        try:
-            await self.memory.write(desc.addr, kept[:written])
-        except BusError:
-            status = RxStatus.DMA_ERROR
+        if raw is None:
+            status = RxStatus.DMA_ERROR     # no buffer to put it in: the frame is gone
+        else:
+            desc = unpack(RxDescriptor, raw)
+            written = min(len(kept), desc.length)
+            status = RxStatus.OK if written == len(frame) else RxStatus.TRUNCATED
+            try:
+                await self.memory.write(desc.addr, kept[:written])
+            except BusError:
+                status = RxStatus.DMA_ERROR
 
         if status is RxStatus.DMA_ERROR:
             self._count(Counter.RX_DMA_ERRORS)

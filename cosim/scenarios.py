@@ -28,7 +28,8 @@ To run one on a new backend: build a ``Bus`` and a ``Wire`` for it and call
 import asyncio
 import random
 
-from tlsnic.abi import MAX_FRAME, TxOpcode, TxStatus
+from tlsnic.abi import (MAX_FRAME, DESC_BYTES, QUEUE_ENABLE, Queue, QueueReg, Reg,
+                        TxDescriptor, TxOpcode, TxStatus, pack)
 from tlsnic.driver.device import Device
 
 from . import traffic
@@ -405,10 +406,64 @@ async def bring_up(dev, wire):
     return await _finish(dev, {"caps": caps})
 
 
+async def _poll(bus, addr, want, budget=2000):
+    """Read register ``addr`` until it equals ``want`` (bounded; the model is instant)."""
+    for _ in range(budget):
+        value = await bus.read32(addr)
+        if value == want:
+            return value
+    raise TimeoutError(f"register {addr:#x} reads {value:#x}, waited for {want:#x}")
+
+
+async def ring_dma_error(dev, wire, *, seed=15):
+    """Rings outside host memory: a TXQ or RXQ entry that cannot be read still
+    completes (DMA_ERROR, nothing of it trusted; the RX frame is discarded), and
+    a completion that cannot be written is lost but flagged in ERROR_STATUS."""
+    await dev.open(tx_log=2, rx_log=2, rx_fill=0, use_irq=False)
+    bus, bad = dev.bus, BAD_DMA_ADDRESSES[1]
+    rng = random.Random(seed)
+    obs = {}
+
+    async def rebase(queue, log, base):
+        await bus.write32(queue + QueueReg.CTRL, log)
+        await bus.write32(queue + QueueReg.BASE_LO, base & 0xFFFF_FFFF)
+        await bus.write32(queue + QueueReg.BASE_HI, base >> 32)
+        await bus.write32(queue + QueueReg.CTRL, QUEUE_ENABLE | log)
+
+    # A TX descriptor that cannot be read.
+    await rebase(Queue.TXQ, dev.txq.log_size, bad)
+    await bus.write32(Queue.TXQ + QueueReg.PROD, 1)
+    await _poll(bus, Queue.TXCQ + QueueReg.PROD, 1)
+    obs["tx_completion"] = (await bus.mem_read(dev.txcq.slot_addr(0), DESC_BYTES)).hex()
+
+    # An RX buffer entry that cannot be read: the frame is reported and dropped.
+    frame = traffic.build("ipv4", "udp", 200, None, rng)
+    await rebase(Queue.RXQ, dev.rxq.log_size, bad)
+    await bus.write32(Queue.RXQ + QueueReg.PROD, 1)
+    await wire.send(frame)
+    await _poll(bus, Queue.RXCQ + QueueReg.PROD, 1)
+    obs["rx_completion"] = (await bus.mem_read(dev.rxcq.slot_addr(0), DESC_BYTES)).hex()
+
+    # A completion that cannot be written: TXCQ moved away, a NOP posted from
+    # a good TXQ.
+    await rebase(Queue.TXQ, dev.txq.log_size, dev.txq.base)
+    await bus.write32(Queue.TXCQ + QueueReg.CONS, 1)
+    await rebase(Queue.TXCQ, dev.txcq.log_size, bad)
+    await bus.mem_write(dev.txq.slot_addr(1), pack(TxDescriptor, opcode=TxOpcode.NOP, tag=7))
+    await bus.write32(Queue.TXQ + QueueReg.PROD, 2)
+    await _poll(bus, Queue.TXCQ + QueueReg.PROD, 2)
+    obs["error_status"] = await bus.read32(Reg.ERROR_STATUS)
+    await bus.write32(Reg.ERROR_STATUS, obs["error_status"])
+    obs["error_status_cleared"] = await bus.read32(Reg.ERROR_STATUS)
+    obs["counters"] = await dev.update_stats()
+    await rebase(Queue.TXCQ, dev.txcq.log_size, dev.txcq.base)
+    return obs
+
+
 SCENARIOS = {fn.__name__: fn for fn in (
     bring_up, tx_sizes, tx_offload, tx_unaligned, tx_ring_full, tx_bad_descriptors,
     rx_checksums, rx_truncation, rx_oversize, rx_dma_error, rx_backpressure,
-    loopback, ring_wrap, many_in_flight, jumbo,
+    loopback, ring_wrap, many_in_flight, jumbo, ring_dma_error,
 )}
 
 

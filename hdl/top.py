@@ -155,7 +155,8 @@ class Nic(wiring.Component):
 
         # ---- register decode ----
         scratch = Signal(32)
-        error_status = Signal(1)
+        error_status = Signal(2)
+        error_cleared = Signal(2)
         addr = bridge.addr
         block = addr & ~0xFF
         offset = addr & 0xFF
@@ -195,7 +196,7 @@ class Nic(wiring.Component):
             with m.Case(Reg.ERROR_STATUS):
                 m.d.comb += [bridge.rdata.eq(error_status), known.eq(1)]
                 with m.If(bridge.write):
-                    m.d.sync += error_status.eq(error_status & ~bridge.wdata[0])
+                    m.d.comb += error_cleared.eq(bridge.wdata)
             for q, ring in rings.items():
                 for r in abi.QueueReg:
                     with m.Case(q + r):
@@ -206,8 +207,9 @@ class Nic(wiring.Component):
             with m.Default():
                 pass
         m.d.comb += bridge.error.eq(~known)
-        with m.If((bridge.write | bridge.read) & ~known):
-            m.d.sync += error_status.eq(1)
+        raised_errors = Cat((bridge.write | bridge.read) & ~known,
+                            txe.completion_lost | rxe.completion_lost)
+        m.d.sync += error_status.eq((error_status & ~error_cleared) | raised_errors)
         return m
 
 

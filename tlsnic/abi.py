@@ -81,6 +81,15 @@ the same rules):
   over the frame as it arrived on the wire, also when the host buffer was too
   small to hold it (``TRUNCATED``).
 
+Ring entries that cannot be read
+--------------------------------
+A TXQ or RXQ entry whose read fails (the ring lies outside host memory) still
+consumes its slot and completes with ``DMA_ERROR``: a TX completion then has
+opcode 0, tag 0 and length 0 (nothing of the descriptor is trusted); an RX
+completion reports the frame (length, checksums), which is discarded. Both are
+counted in ``TX_DMA_ERRORS`` / ``RX_DMA_ERRORS``. A completion that cannot be
+written is lost and sets :data:`ERROR_COMPLETION_LOST`.
+
 Descriptor processing (TX)
 --------------------------
 A descriptor is checked in this order, the first failure giving the status:
@@ -97,7 +106,7 @@ from amaranth.lib import data, enum
 
 __all__ = [
     "ID_MAGIC", "VERSION", "MAX_FRAME", "DESC_BYTES", "MAX_LOG_RING",
-    "Reg", "QueueReg", "Queue", "Irq",
+    "Reg", "QueueReg", "Queue", "Irq", "ERROR_BAD_CSR", "ERROR_COMPLETION_LOST",
     "TxOpcode", "TxFlags", "TxStatus", "TxDescriptor", "TxCompletion",
     "RxDescriptor", "RxStatus", "CsumStatus", "L3Proto", "L4Proto", "RxCompletion",
     "Counter", "COUNTER_BASE",
@@ -129,7 +138,7 @@ class Reg(enum.IntEnum):
     SCRATCH     = 0x01C  #: RW, no effect; bring-up checks the bus with it
     IRQ_STATUS  = 0x020  #: RW1C, one bit per :class:`Irq` source
     IRQ_ENABLE  = 0x024  #: RW, the interrupt line is ``|(IRQ_STATUS & IRQ_ENABLE)``
-    ERROR_STATUS = 0x028 #: RW1C, bit 0: bad CSR address accessed (SLVERR returned)
+    ERROR_STATUS = 0x028 #: RW1C, :data:`ERROR_BAD_CSR` | :data:`ERROR_COMPLETION_LOST`
 
 
 class Queue(enum.IntEnum):
@@ -159,6 +168,12 @@ class QueueReg(enum.IntEnum):
 
 
 QUEUE_ENABLE = 1 << 31
+
+#: ``ERROR_STATUS`` bit: a CSR access hit an undecoded address (answered SLVERR).
+ERROR_BAD_CSR = 1 << 0
+#: ``ERROR_STATUS`` bit: a completion could not be written (its ring lies
+#: outside host memory). The card still advanced its indices; the entry is lost.
+ERROR_COMPLETION_LOST = 1 << 1
 
 
 class Irq(enum.IntEnum):

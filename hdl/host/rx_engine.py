@@ -49,7 +49,7 @@ class RxEngine(wiring.Component):
             "dma_rd": Out(DmaReadPort()),
             "dma_wr": Out(DmaWritePort()),
             "received": Out(1), "received_bytes": Out(16), "truncated": Out(1),
-            "dma_error": Out(1), "csum_bad": Out(1),
+            "dma_error": Out(1), "csum_bad": Out(1), "completion_lost": Out(1),
         })
 
     def elaborate(self, platform):
@@ -99,7 +99,9 @@ class RxEngine(wiring.Component):
         ]
         rd, wr = self.dma_rd, self.dma_wr
         write_completion = Signal()
-        completion_done = write_entry(m, wr, self.rxcq_addr, completion, write_completion)
+        completion_done, completion_lost = write_entry(m, wr, self.rxcq_addr, completion,
+                                                       write_completion)
+        m.d.comb += self.completion_lost.eq(completion_lost)
         frame_word = Signal(FrameWord)
         m.d.comb += frame_word.eq(data_fifo.r_data)
 

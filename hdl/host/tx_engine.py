@@ -31,8 +31,9 @@ class TxFrameMeta(data.Struct):
 
 
 def write_entry(m, port, addr, entry, start):
-    """Drive a 16-byte entry write on DMA write ``port``; returns ``done``
-    (the status beat, consumed). Keep ``start`` high until ``done``."""
+    """Drive a 16-byte entry write on DMA write ``port``; returns ``(done,
+    failed)``: the status beat was consumed, and said the write failed. Keep
+    ``start`` high until ``done``."""
     sent_req = Signal()
     words_sent = Signal(2)
     raw = entry.as_value()
@@ -51,7 +52,7 @@ def write_entry(m, port, addr, entry, start):
     done = port.status.valid & port.status.ready
     with m.If(done):
         m.d.sync += [sent_req.eq(0), words_sent.eq(0)]
-    return done
+    return done, done & port.status.payload.error
 
 
 class TxEngine(wiring.Component):
@@ -87,6 +88,7 @@ class TxEngine(wiring.Component):
             "frames": Out(stream.Signature(FrameWord)),
             "meta": Out(stream.Signature(TxFrameMeta)),
             "completed": Out(1), "desc_error": Out(1), "dma_error": Out(1),
+            "completion_lost": Out(1),
         })
 
     def elaborate(self, platform):
@@ -145,7 +147,9 @@ class TxEngine(wiring.Component):
         ]
         rd = self.dma_rd
         write_completion = Signal()
-        completion_done = write_entry(m, self.dma_wr, self.txcq_addr, completion, write_completion)
+        completion_done, completion_lost = write_entry(m, self.dma_wr, self.txcq_addr, completion,
+                                                       write_completion)
+        m.d.comb += self.completion_lost.eq(completion_lost)
 
         with m.FSM():
             with m.State("IDLE"):
