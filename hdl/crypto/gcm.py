@@ -1,0 +1,443 @@
+"""AES-GCM engine: byte chunks in, byte chunks out, per-context save/restore and seek.
+
+How a record flows
+------------------
+The user sends one stream of *chunks* per record segment: up to 16 bytes each,
+LSB-first, with a byte count and a kind (``AAD``, then ``TEXT``, then ``TAG``),
+at any alignment relative to the record's 16-byte blocks. Each chunk comes out
+transformed, one output chunk per input chunk, same count and kind:
+
+* ``AAD`` bytes pass through (and are hashed);
+* ``TEXT`` bytes are XORed with the CTR keystream (encrypt or decrypt);
+* ``TAG`` bytes (16 of them, in as many chunks as needed) close the record: in
+  encrypt mode the engine *replaces* them with the computed tag (so a TX engine
+  can send placeholder bytes, as Linux ``tls_device`` does), in decrypt mode it
+  passes them through and compares them with the computed tag. When the 16th tag
+  byte has gone by, one :data:`TagResult` appears on ``o_tag``: the tag,
+  whether it could be computed (not after a seek), and ``ok`` (decrypt: tag
+  matches; a wrong tag, or a tag after a seek, never reads as ``ok``).
+
+Contexts: load and save ride on the chunks
+------------------------------------------
+The engine holds no connection state between segments. The first chunk of a
+segment carries ``load``: the engine takes one :class:`GcmState` from
+``i_state`` with it. The last chunk of a segment may carry ``save``: the engine
+emits the updated :class:`GcmState` on ``o_state`` after it. The state is one
+flat struct (975 bits) that a context table in block RAM can hold. A new record
+is a fresh state (:func:`state_record`); a segment that starts mid-record
+without the record's earlier bytes is a *seek* state (:func:`state_seek`).
+
+Because the pipeline carries each block's key (on-the-fly key schedule, see
+:mod:`.aes`) and the restored GHASH state reaches the back end through a small
+FIFO in step with the chunk that loaded it, a context switch costs **no clock
+cycle**: chunks of different connections may follow each other back to back.
+Cycles spent per record: one extra cycle to compute ``H`` if the state asks
+for it (``hgen``), one for the keystream block under the seek point
+(``prime``), and two at the first ``TAG`` chunk (``E_K(J0)`` and the length
+block).
+
+Pipeline
+--------
+``front end`` (one register stage: decides what enters the AES pipeline this
+cycle and tracks counter and keystream position) -> :class:`~.aes.AesPipeline`
+(15 cycles, the chunk travels alongside its counter block) -> ``back end``
+(keystream window, GHASH packing and the single-cycle multiply, tag) -> output
+registers. Latency from chunk accepted to chunk out: 16 cycles. Back-pressure on
+any output stalls the whole pipeline (a global enable); ``valid`` of every
+output is a register and never depends on ``ready``.
+
+Keystream alignment
+-------------------
+The back end keeps the last keystream block ``ks`` and ``kpos``, the number of
+its bytes already used (16: used up, or none yet). A TEXT chunk of ``c`` bytes
+needs a new keystream block iff ``kpos + c > 16``, and then at most one, since
+``kpos <= 16`` and ``c <= 16``: the chunk's bytes are the 32-byte window
+``ks || new`` shifted by ``kpos``. The front end mirrors ``kpos`` to know when to
+issue a new counter block with the chunk. So one chunk per clock needs at most
+one AES block per clock at any alignment, and the partially used keystream
+block is part of the saved state.
+"""
+
+import enum
+
+from amaranth import *
+from amaranth.lib import data, enum as aenum, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from .aes import LATENCY as AES_LATENCY, AesPipeline
+from .ghash import gf_mul
+
+__all__ = [
+    "Kind", "Chunk", "OutChunk", "TagResult", "GcmState", "GcmEngine", "LATENCY",
+    "state_record", "state_seek", "state_value",
+]
+
+#: Cycles from a chunk accepted on ``i_chunk`` to the same chunk on ``o_chunk``
+#: (no stall): front-end register, AES pipeline, output register.
+LATENCY = 1 + AES_LATENCY
+
+
+class Kind(aenum.Enum, shape=2):
+    """What the bytes of a chunk are."""
+    AAD = 0
+    TEXT = 1
+    TAG = 2
+
+
+class Chunk(data.Struct):
+    """Input chunk: ``count`` bytes (0..16) of ``data``, LSB-first."""
+    data: 128
+    count: 5
+    kind: Kind
+    load: 1     #: take one state from ``i_state`` before this chunk
+    save: 1     #: emit the state on ``o_state`` after this chunk
+
+
+class OutChunk(data.Struct):
+    """Output chunk: the input chunk's bytes, transformed; bytes past ``count`` are 0."""
+    data: 128
+    count: 5
+    kind: Kind
+
+
+class TagResult(data.Struct):
+    """Emitted once per record, after its 16th tag byte."""
+    tag: 128        #: the computed tag (LSB-first bytes)
+    computed: 1     #: 0 if the record was entered by a seek: no tag possible
+    ok: 1           #: computed, and (decrypt) the received tag matched
+
+
+class GcmState(data.Struct):
+    """Everything the engine knows about one record of one connection.
+
+    Static per connection: ``key``, ``aes256``, ``decrypt``, ``h`` (or
+    ``hgen`` to have the engine compute ``H = E_K(0)`` at the next load). Per
+    record: ``iv`` (the 96-bit nonce). The rest moves as bytes go by.
+    """
+    key: 256        #: AES key, LSB-first bytes; AES-128 uses the low 16 bytes
+    aes256: 1
+    decrypt: 1
+    hgen: 1         #: compute H = E_K(0^128) before the next chunk
+    h: 128          #: GHASH key H = E_K(0^128)
+    iv: 96          #: nonce; counter blocks are iv || ctr (32-bit big-endian)
+    ctr: 32         #: counter of the next keystream block to generate
+    prime: 1        #: generate keystream block ``ctr`` into ``ks`` first (seek)
+    ks: 128         #: last keystream block generated
+    kpos: 5         #: bytes of ``ks`` already used (16: none left)
+    acc: 128        #: GHASH accumulator over complete blocks; the tag once final
+    pbuf: 128       #: bytes of the block being packed for GHASH (zero above pcnt)
+    pcnt: 5         #: valid bytes in pbuf (a full block waits here until more bytes come)
+    ptext: 1        #: pbuf holds TEXT (1) or AAD (0) bytes
+    aad_len: 16     #: AAD bytes so far
+    text_len: 24    #: TEXT bytes so far
+    final: 1        #: GHASH finished; acc holds the tag
+    tpos: 5         #: tag bytes seen so far
+    bad: 1          #: a received tag byte differed (decrypt)
+    seeked: 1       #: entered mid-record: the tag cannot be computed
+
+
+def _le(b: bytes) -> int:
+    return int.from_bytes(b, "little")
+
+
+def state_record(key: bytes, iv: bytes, *, decrypt=False, h: bytes | None = None):
+    """A :class:`GcmState` (as a dict for ``GcmState.const``) starting a new record.
+
+    Without ``h`` the engine derives H itself (one extra cycle).
+    """
+    assert len(key) in (16, 32) and len(iv) == 12
+    return {
+        "key": _le(key.ljust(32, b"\0")), "aes256": len(key) == 32, "decrypt": decrypt,
+        "hgen": h is None, "h": _le(h) if h else 0, "iv": _le(iv),
+        "ctr": 2, "prime": 0, "ks": 0, "kpos": 16,
+        "acc": 0, "pbuf": 0, "pcnt": 0, "ptext": 0, "aad_len": 0, "text_len": 0,
+        "final": 0, "tpos": 0, "bad": 0, "seeked": 0,
+    }
+
+
+def state_seek(key: bytes, iv: bytes, offset: int, *, decrypt=False, h: bytes | None = None):
+    """A state that starts the keystream at TEXT byte ``offset`` of a record.
+
+    The engine computes the keystream block under ``offset`` first (one cycle);
+    the record's tag is then not computable and ``o_tag`` says so.
+    """
+    st = state_record(key, iv, decrypt=decrypt, h=h)
+    st.update(ctr=2 + offset // 16, prime=1, kpos=offset % 16, text_len=offset, seeked=1,
+              ptext=1)
+    return st
+
+
+def state_value(fields: dict) -> int:
+    """The integer value of a :class:`GcmState` given as a field dict."""
+    return Const.cast(GcmState.const(fields)).value
+
+
+class _Op(aenum.Enum, shape=3):
+    NONE = 0
+    CHUNK = 1   # a chunk (with a new keystream block iff newks)
+    HGEN = 2    # E_K(0): the GHASH key
+    KS = 3      # keystream block under a seek point
+    EJ0 = 4     # E_K(J0): the tag mask; also flushes the last partial block
+    LEN = 5     # the GHASH length block
+
+
+class _Slot(data.Struct):
+    op: _Op
+    load: 1
+    newks: 1
+    save: 1
+    kind: Kind
+    count: 5
+    data: 128
+
+
+class _Front(data.Struct):
+    key: 256
+    aes256: 1
+    hgen: 1
+    iv: 96
+    ctr: 32
+    prime: 1
+    kpos: 5
+    final: 1
+
+
+def _counter_block(iv, ctr):
+    return Cat(iv, ctr[24:32], ctr[16:24], ctr[8:16], ctr[0:8])
+
+
+def _be64(x):
+    v = Value.cast(x).as_unsigned()
+    v = Cat(C(0, 3), v, C(0, 61 - len(v)))        # bytes -> bits, 64 bits
+    return Cat(*[v[56 - 8 * i:64 - 8 * i] for i in range(8)])
+
+
+def _byte_mask(count):
+    # Bytes 0..count-1 set; count is 0..16.
+    return Cat(*[(count > i).replicate(8) for i in range(16)])
+
+
+class GcmEngine(wiring.Component):
+    """Streaming AES-GCM (AES-128/256, 96-bit IV, 128-bit tag) at one chunk per clock.
+
+    Members
+    -------
+    i_chunk : In(stream.Signature(Chunk))
+        Record bytes, AAD then TEXT then TAG, up to 16 per beat, any alignment.
+    i_state : In(stream.Signature(GcmState))
+        One state per chunk that has ``load`` set, taken together with it.
+    o_chunk : Out(stream.Signature(OutChunk))
+        One beat per input chunk, in order.
+    o_state : Out(stream.Signature(GcmState))
+        One beat per input chunk that has ``save`` set, after that chunk's output.
+    o_tag : Out(stream.Signature(TagResult))
+        One beat per record, when its 16th tag byte has gone by.
+    """
+    i_chunk: In(stream.Signature(Chunk))
+    i_state: In(stream.Signature(GcmState))
+    o_chunk: Out(stream.Signature(OutChunk))
+    o_state: Out(stream.Signature(GcmState))
+    o_tag: Out(stream.Signature(TagResult))
+
+    def __init__(self, fifo_depth=16):
+        # Loads in flight between front end and back end; the pipeline holds at
+        # most LATENCY chunks, so 16 never stalls even for one-chunk segments.
+        self.fifo_depth = fifo_depth
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.aes = aes = AesPipeline(side_width=_Slot.as_shape().size)
+        m.submodules.rfifo = rfifo = SyncFIFO(width=GcmState.as_shape().size, depth=self.fifo_depth)
+
+        o_chunk, o_state, o_tag = self.o_chunk, self.o_state, self.o_tag
+        # Global enable: everything moves when no output register is stuck.
+        adv = Signal()
+        m.d.comb += adv.eq((~o_chunk.valid | o_chunk.ready) & (~o_state.valid | o_state.ready)
+                           & (~o_tag.valid | o_tag.ready))
+        m.d.comb += aes.en.eq(adv)
+
+        # ---------------------------------------------------------------- front end
+        ch = self.i_chunk.payload
+        ist = self.i_state.payload
+        front = Signal(_Front)
+        loaded = Signal()      # this chunk's load already happened (it waits on hgen/prime/tag slots)
+        lenpend = Signal()     # EJ0 issued, LEN next
+        need_load = Signal()
+        m.d.comb += need_load.eq(self.i_chunk.valid & ch.load & ~loaded)
+        cur = Signal(_Front)
+        with m.If(need_load):
+            m.d.comb += [cur.key.eq(ist.key), cur.aes256.eq(ist.aes256), cur.hgen.eq(ist.hgen),
+                         cur.iv.eq(ist.iv), cur.ctr.eq(ist.ctr), cur.prime.eq(ist.prime),
+                         cur.kpos.eq(ist.kpos), cur.final.eq(ist.final)]
+        with m.Else():
+            m.d.comb += cur.eq(front)
+        go = Signal()
+        m.d.comb += go.eq(adv & self.i_chunk.valid & (~need_load | (self.i_state.valid & rfifo.w_rdy)))
+
+        slot = Signal(_Slot)
+        pt = Signal(128)
+        nxt = Signal(_Front)
+        consume = Signal()
+        m.d.comb += [nxt.eq(cur), slot.load.eq(need_load)]
+        with m.If(cur.hgen):
+            m.d.comb += [slot.op.eq(_Op.HGEN), pt.eq(0), nxt.hgen.eq(0)]
+        with m.Elif(cur.prime):
+            m.d.comb += [slot.op.eq(_Op.KS), pt.eq(_counter_block(cur.iv, cur.ctr)),
+                         nxt.ctr.eq(cur.ctr + 1), nxt.prime.eq(0)]
+        with m.Elif((ch.kind == Kind.TAG) & ~cur.final & ~lenpend):
+            m.d.comb += [slot.op.eq(_Op.EJ0), pt.eq(_counter_block(cur.iv, C(1, 32)))]
+        with m.Elif(lenpend):
+            m.d.comb += [slot.op.eq(_Op.LEN), nxt.final.eq(1)]
+        with m.Else():
+            newks = (ch.kind == Kind.TEXT) & (cur.kpos + ch.count > 16)
+            m.d.comb += [
+                slot.op.eq(_Op.CHUNK), consume.eq(1), slot.newks.eq(newks),
+                slot.save.eq(ch.save), slot.kind.eq(ch.kind), slot.count.eq(ch.count),
+                slot.data.eq(ch.data), pt.eq(_counter_block(cur.iv, cur.ctr)),
+            ]
+            with m.If(ch.kind == Kind.TEXT):
+                with m.If(newks):
+                    m.d.comb += [nxt.ctr.eq(cur.ctr + 1), nxt.kpos.eq(cur.kpos + ch.count - 16)]
+                with m.Else():
+                    m.d.comb += nxt.kpos.eq(cur.kpos + ch.count)
+
+        m.d.comb += [
+            self.i_chunk.ready.eq(go & consume),
+            self.i_state.ready.eq(go & need_load),
+            rfifo.w_en.eq(go & need_load),
+            rfifo.w_data.eq(ist.as_value()),
+            aes.pt.eq(pt), aes.key.eq(cur.key), aes.aes256.eq(cur.aes256),
+            aes.side.eq(Mux(go, slot.as_value(), 0)),
+        ]
+        with m.If(go):
+            m.d.sync += [front.eq(nxt), loaded.eq(~consume & (loaded | need_load))]
+            with m.If(slot.op == _Op.EJ0):
+                m.d.sync += lenpend.eq(1)
+            with m.If(slot.op == _Op.LEN):
+                m.d.sync += lenpend.eq(0)
+
+        # ----------------------------------------------------------------- back end
+        s = data.View(_Slot, aes.side_out)
+        blk = aes.ct
+        live = Signal()
+        m.d.comb += live.eq(s.op != _Op.NONE)
+        st = Signal(GcmState)
+        ej0 = Signal(128)
+        bc = Signal(GcmState)      # state before this slot (restored, or carried on)
+        m.d.comb += [
+            bc.eq(Mux(s.load, rfifo.r_data, st.as_value())),
+            rfifo.r_en.eq(adv & live & s.load),
+        ]
+        bn = Signal(GcmState)      # state after this slot
+        m.d.comb += bn.eq(bc)
+
+        gh_en = Signal()
+        gh_x = Signal(128)
+        prod = gf_mul(m, bc.acc ^ gh_x, bc.h, name="ghash")
+        with m.If(gh_en):
+            m.d.comb += bn.acc.eq(prod)
+
+        cnt = s.count
+        mask = Signal(128)
+        din = Signal(128)
+        dout = Signal(128)
+        m.d.comb += [mask.eq(_byte_mask(cnt)), din.eq(s.data & mask)]
+        is_text = s.kind == Kind.TEXT
+        tag_done = Signal()
+
+        with m.Switch(s.op):
+            with m.Case(_Op.HGEN):
+                m.d.comb += [bn.h.eq(blk), bn.hgen.eq(0)]
+            with m.Case(_Op.KS):
+                m.d.comb += [bn.ks.eq(blk), bn.ctr.eq(bc.ctr + 1), bn.prime.eq(0)]
+            with m.Case(_Op.EJ0):
+                with m.If(bc.pcnt != 0):
+                    m.d.comb += [gh_en.eq(1), gh_x.eq(bc.pbuf), bn.pbuf.eq(0), bn.pcnt.eq(0)]
+            with m.Case(_Op.LEN):
+                m.d.comb += [
+                    gh_en.eq(1), gh_x.eq(Cat(_be64(bc.aad_len), _be64(bc.text_len))),
+                    bn.acc.eq(prod ^ ej0), bn.final.eq(1), bn.tpos.eq(0), bn.bad.eq(0),
+                ]
+            with m.Case(_Op.CHUNK):
+                with m.If(s.kind == Kind.TAG):
+                    tb = Signal(128)
+                    m.d.comb += tb.eq((bc.acc >> (bc.tpos * 8))[:128] & mask)
+                    with m.If(bc.decrypt):
+                        m.d.comb += dout.eq(din)
+                        with m.If((din ^ tb) != 0):
+                            m.d.comb += bn.bad.eq(1)
+                    with m.Else():
+                        m.d.comb += dout.eq(tb)
+                    m.d.comb += [bn.tpos.eq(bc.tpos + cnt),
+                                 tag_done.eq((bc.tpos < 16) & (bc.tpos + cnt >= 16))]
+                with m.Else():
+                    g = Signal(128)     # the bytes GHASH sees: the ciphertext
+                    with m.If(is_text):
+                        win = Signal(256)
+                        m.d.comb += [
+                            win.eq(Cat(bc.ks, blk) >> (bc.kpos * 8)),
+                            dout.eq((din ^ win[:128]) & mask),
+                            g.eq(Mux(bc.decrypt, din, dout)),
+                            bn.text_len.eq(bc.text_len + cnt),
+                        ]
+                        with m.If(s.newks):
+                            m.d.comb += [bn.ks.eq(blk), bn.ctr.eq(bc.ctr + 1),
+                                         bn.kpos.eq(bc.kpos + cnt - 16)]
+                        with m.Else():
+                            m.d.comb += bn.kpos.eq(bc.kpos + cnt)
+                    with m.Else():
+                        m.d.comb += [dout.eq(din), g.eq(din), bn.aad_len.eq(bc.aad_len + cnt)]
+                    # Pack for GHASH. A full block stays in pbuf until a byte of the
+                    # next one arrives, so the last block is always still there for
+                    # EJ0 to flush, and at most one block is absorbed per cycle.
+                    with m.If((bc.pcnt != 0) & (bc.ptext != is_text)):
+                        # AAD ended inside a block: absorb it zero-padded; TEXT starts afresh.
+                        m.d.comb += [gh_en.eq(1), gh_x.eq(bc.pbuf), bn.pbuf.eq(g),
+                                     bn.pcnt.eq(cnt), bn.ptext.eq(is_text)]
+                    with m.Else():
+                        comb = Signal(256)
+                        total = Signal(6)
+                        m.d.comb += [
+                            comb.eq(bc.pbuf | (Cat(g, C(0, 128)) << (bc.pcnt * 8))[:256]),
+                            total.eq(bc.pcnt + cnt),
+                        ]
+                        with m.If(total > 16):
+                            m.d.comb += [gh_en.eq(1), gh_x.eq(comb[:128]), bn.pbuf.eq(comb[128:]),
+                                         bn.pcnt.eq(total - 16)]
+                        with m.Else():
+                            m.d.comb += [bn.pbuf.eq(comb[:128]), bn.pcnt.eq(total)]
+                        with m.If(cnt != 0):
+                            m.d.comb += bn.ptext.eq(is_text)
+
+        # Outputs: a transfer clears valid; a new beat (only when adv) sets it.
+        with m.If(o_chunk.ready):
+            m.d.sync += o_chunk.valid.eq(0)
+        with m.If(o_state.ready):
+            m.d.sync += o_state.valid.eq(0)
+        with m.If(o_tag.ready):
+            m.d.sync += o_tag.valid.eq(0)
+        with m.If(adv & live):
+            m.d.sync += st.eq(bn)
+            with m.If(s.op == _Op.EJ0):
+                m.d.sync += ej0.eq(blk)
+            with m.If(s.op == _Op.CHUNK):
+                m.d.sync += [
+                    o_chunk.valid.eq(1), o_chunk.payload.data.eq(dout),
+                    o_chunk.payload.count.eq(cnt), o_chunk.payload.kind.eq(s.kind),
+                ]
+                with m.If(s.save):
+                    m.d.sync += [o_state.valid.eq(1), o_state.payload.eq(bn)]
+                with m.If(tag_done):
+                    m.d.sync += [
+                        o_tag.valid.eq(1), o_tag.payload.tag.eq(bc.acc),
+                        o_tag.payload.computed.eq(~bc.seeked),
+                        o_tag.payload.ok.eq(~bc.seeked & ~bn.bad),
+                    ]
+        return m
+
+
+def make_engine(**kw):
+    """Factory for :class:`cosim.build.Design` (``"tlsnic.hdl.crypto.gcm:make_engine"``)."""
+    return GcmEngine(**kw)

@@ -1,0 +1,105 @@
+"""GHASH arithmetic: multiplication in GF(2^128) as GCM defines it.
+
+GCM writes a block as a polynomial whose ``x^0`` coefficient is the *most*
+significant bit of the first byte (NIST SP 800-38D, 6.3). Blocks here are packed
+LSB-first by byte (see :mod:`.aes`), so coefficient ``k`` is bit
+``8*(k//8) + 7 - k%8`` of the signal; :func:`coeffs` and :func:`from_coeffs`
+are pure wiring.
+
+Why one single-cycle multiplier
+-------------------------------
+The GHASH recurrence ``Y = (Y ^ X) * H`` puts the multiplier inside a feedback
+loop. A pipelined multiplier of depth ``L`` needs ``L`` interleaved
+accumulators, the powers ``H^1..H^L`` per context, a fold of ``L`` products at
+every record end, and a save path that waits for the products in flight; every
+one of those touches the context state and the save/restore logic. A
+combinational 128x128 carry-less product plus reduction is ~7 LUT4 levels and
+keeps the state to one accumulator and one ``H``. The network side of the NIC
+moves 64 bits per clock, so the engine's 128 bits per clock leave a 2x margin:
+the multiplier may close at a lower clock than the rest (see ``tlsnic synth
+--core gcm`` for what it reaches) and still carry the link. If a faster clock
+is ever needed, :func:`gf_mul` is the one piece to replace by a two-stage
+aggregated (H, H^2) version.
+"""
+
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["coeffs", "from_coeffs", "gf_mul", "gf_mul_ref", "GfMul"]
+
+
+def coeffs(v):
+    """Polynomial coefficients (bit ``k`` = coefficient of ``x^k``) of a packed block."""
+    return Cat(*[v[8 * (k // 8) + 7 - (k % 8)] for k in range(128)])
+
+
+def from_coeffs(c):
+    """Inverse of :func:`coeffs`."""
+    return Cat(*[c[8 * (b // 8) + 7 - (b % 8)] for b in range(128)])
+
+
+def gf_mul(m, a, b, name="gfm"):
+    """Combinational GHASH product of two packed 128-bit blocks.
+
+    Adds the logic to module ``m`` and returns a 128-bit signal. The unreduced
+    product goes through a named signal so that the per-bit reduction XORs read
+    its bits instead of copying the whole product expression.
+    """
+    ca, cb = Signal(128, name=f"{name}_a"), Signal(128, name=f"{name}_b")
+    m.d.comb += [ca.eq(coeffs(a)), cb.eq(coeffs(b))]
+    # Horner-free form: a*b = XOR over j of b_j * (a * x^j mod P). The multiples
+    # a*x^j are a shift and a conditional XOR of 0x87 (x^7+x^2+x+1) each, so
+    # the whole product is 128 wide ANDs and one XOR per output bit of the
+    # partial products; synthesis flattens and balances the XOR trees, and the
+    # Verilog stays small (a simulator compiles it in seconds).
+    terms = []
+    v = ca
+    for j in range(128):
+        vj = Signal(128, name=f"{name}_v{j}")
+        m.d.comb += vj.eq(v)
+        terms.append(vj & cb[j].replicate(128))
+        v = Cat(C(0, 1), vj[:127]) ^ (vj[127].replicate(128) & C(0x87, 128))
+    level = 0
+    while len(terms) > 1:     # a balanced XOR tree, one named signal per node
+        nxt = []
+        for k in range(0, len(terms), 2):
+            t = Signal(128, name=f"{name}_x{level}_{k // 2}")
+            m.d.comb += t.eq(terms[k] ^ terms[k + 1] if k + 1 < len(terms) else terms[k])
+            nxt.append(t)
+        terms, level = nxt, level + 1
+    out = terms[0]
+    res = Signal(128, name=f"{name}_p")
+    m.d.comb += res.eq(from_coeffs(out))
+    return res
+
+
+def gf_mul_ref(x: bytes, y: bytes) -> bytes:
+    """Python reference (SP 800-38D algorithm 1) on 16-byte blocks."""
+    X, V = int.from_bytes(x, "big"), int.from_bytes(y, "big")
+    Z = 0
+    for i in range(128):
+        if (X >> (127 - i)) & 1:
+            Z ^= V
+        V = (V >> 1) ^ (0xE1 << 120) if V & 1 else V >> 1
+    return Z.to_bytes(16, "big")
+
+
+class GfMul(wiring.Component):
+    """Registered GHASH multiplier, for unit tests and synthesis probes.
+
+    Members
+    -------
+    a, b : In(128)
+        Packed blocks.
+    p : Out(128)
+        ``a * b`` in GF(2^128), one clock later.
+    """
+    a: In(128)
+    b: In(128)
+    p: Out(128)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.p.eq(gf_mul(m, self.a, self.b))
+        return m
