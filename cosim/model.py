@@ -32,7 +32,7 @@ from tlsnic.abi import (
     TxStatus, pack, unpack,
 )
 from tlsnic.driver.bus import BusError, NoProgress
-from tlsnic.driver.hostmem import HostMemory
+from tlsnic.driver.hostmem import HostMemory, HostMemoryBus
 
 from .wire_api import Wire
 
@@ -271,7 +271,7 @@ class _QueueState:
         return ((self.card_index >> self.log_size) & 1) ^ 1
 
 
-class ReferenceNic:
+class ReferenceNic(HostMemoryBus):
     """The reference card; also the :class:`~tlsnic.driver.bus.Bus` the driver uses.
 
     Parameters
@@ -307,20 +307,6 @@ class ReferenceNic:
         self.ingress = collections.deque()                 # (port, frame), arrival order
         self.egress = [collections.deque() for _ in range(ports)]
         self.wire = ModelWire(self)
-
-    # --- Bus: host memory -------------------------------------------------------------
-
-    def alloc(self, size, align=64):
-        return self.memory.alloc(size, align)
-
-    def free(self, addr):
-        self.memory.free(addr)
-
-    async def mem_read(self, addr, length):
-        return await self.memory.read(addr, length)
-
-    async def mem_write(self, addr, data):
-        await self.memory.write(addr, data)
 
     # --- Bus: interrupt ---------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from cocotbext.axi import (AxiBus, AxiLiteBus, AxiLiteMaster, AxiSlave, AxiStrea
 from cocotbext.axi.constants import AxiResp
 
 from ..driver.bus import BusError
-from ..driver.hostmem import HostMemory
+from ..driver.hostmem import HostMemory, HostMemoryBus
 from .wire_api import Wire
 
 __all__ = ["TB", "CocotbBus", "CocotbWire", "CLOCK_NS"]
@@ -33,7 +33,7 @@ CLOCK_NS = 8
 DEFAULT_BUDGET = 2_000_000
 
 
-class CocotbBus:
+class CocotbBus(HostMemoryBus):
     """The driver's :class:`~tlsnic.driver.bus.Bus` over the gateware."""
 
     def __init__(self, tb, memory, budget=DEFAULT_BUDGET):
@@ -51,18 +51,6 @@ class CocotbBus:
         resp = await self.tb.csr.write(addr, int(value).to_bytes(4, "little"))
         if resp.resp != AxiResp.OKAY:
             raise BusError(f"CSR write at {addr:#06x}: {AxiResp(resp.resp).name}")
-
-    def alloc(self, size, align=64):
-        return self.memory.alloc(size, align)
-
-    def free(self, addr):
-        self.memory.free(addr)
-
-    async def mem_read(self, addr, length):
-        return await self.memory.read(addr, length)
-
-    async def mem_write(self, addr, data):
-        await self.memory.write(addr, data)
 
     async def wait_irq(self):
         if self.tb.dut.irq.value:

@@ -13,7 +13,7 @@ from cocotbext.axi import AddressSpace
 
 from .bus import BusError
 
-__all__ = ["HostMemory", "DEFAULT_BASE", "DEFAULT_SIZE"]
+__all__ = ["HostMemory", "HostMemoryBus", "DEFAULT_BASE", "DEFAULT_SIZE"]
 
 #: Where the pool starts: above 4 GiB, so ``BASE_HI`` and the upper 32 address
 #: bits of every descriptor are exercised.
@@ -104,3 +104,20 @@ class HostMemory:
         if not self.contains(addr, len(data)):
             raise BusError(f"host memory write of {len(data)} bytes at {addr:#x}: unmapped")
         await self.space.write(addr, data)
+
+
+class HostMemoryBus:
+    """Mixin: the host-memory half of a :class:`~tlsnic.driver.bus.Bus`,
+    delegated to ``self.memory`` (a :class:`HostMemory`)."""
+
+    def alloc(self, size, align=64):
+        return self.memory.alloc(size, align)
+
+    def free(self, addr):
+        self.memory.free(addr)
+
+    async def mem_read(self, addr, length):
+        return await self.memory.read(addr, length)
+
+    async def mem_write(self, addr, data):
+        await self.memory.write(addr, data)

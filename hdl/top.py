@@ -18,7 +18,7 @@ from tlsnic import abi
 from tlsnic.abi import Reg, Queue, Irq, Counter, COUNTER_BASE
 from .host.axi import AxiLiteSignature, AxiSignature, AxiStreamSignature
 from .host.csr import CsrBridge
-from .host.dma import (DmaReader, DmaWriter, DmaReadArbiter, DmaWriteArbiter,
+from .host.dma import (DmaReader, DmaWriter, DmaArbiter, DmaReadPort, DmaWritePort,
                        READ_MEMBERS, WRITE_MEMBERS)
 from .host.queue import Ring
 from .host.tx_engine import TxEngine
@@ -76,8 +76,8 @@ class Nic(wiring.Component):
         # ---- DMA ----
         m.submodules.reader = reader = DmaReader()
         m.submodules.writer = writer = DmaWriter()
-        m.submodules.rd_arb = rd_arb = DmaReadArbiter(2)
-        m.submodules.wr_arb = wr_arb = DmaWriteArbiter(2)
+        m.submodules.rd_arb = rd_arb = DmaArbiter(DmaReadPort(), 2)
+        m.submodules.wr_arb = wr_arb = DmaArbiter(DmaWritePort(), 2)
         wiring.connect(m, rd_arb.engine, reader.port)
         wiring.connect(m, wr_arb.engine, writer.port)
         for name in READ_MEMBERS:

@@ -18,15 +18,17 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from tlsnic.abi import DESC_BYTES
 from .axi import AxiSignature, AxiResp
 
 __all__ = [
     "DmaRequest", "DmaReadWord", "DmaStatus", "DmaReadPort", "DmaWritePort",
-    "DmaReader", "DmaWriter", "DmaReadArbiter", "DmaWriteArbiter",
-    "READ_MEMBERS", "WRITE_MEMBERS",
+    "DmaReader", "DmaWriter", "DmaArbiter",
+    "READ_MEMBERS", "WRITE_MEMBERS", "read_entry", "write_entry",
 ]
 
 BYTES = 8  # beat width in bytes; the datapath is 64 bits throughout
+
 
 
 class DmaRequest(data.Struct):
@@ -87,6 +89,61 @@ def _burst_beats(m, addr, words_left, max_burst):
 def _tail_keep(nbytes):
     """Byte-enable mask of ``nbytes`` (1..8) lanes from lane 0."""
     return Array(Const((1 << n) - 1, 8) for n in range(9))[nbytes]
+
+
+def read_entry(m, port, addr, entry, start):
+    """Fetch the 16-byte ring entry at ``addr`` into ``entry`` over DMA read
+    ``port``. Keep ``start`` high until ``done``; returns ``(done, failed)``.
+    A failed read leaves ``entry`` zero: nothing of it is trusted."""
+    requested = Signal()
+    word = Signal()
+    m.d.comb += [
+        port.req.valid.eq(start & ~requested),
+        port.req.payload.addr.eq(addr),
+        port.req.payload.length.eq(DESC_BYTES),
+        port.resp.ready.eq(start & requested),
+    ]
+    # The port is shared with the caller's other transfers: only handshakes
+    # made while ``start`` is high are ours.
+    with m.If(start & port.req.valid & port.req.ready):
+        m.d.sync += [requested.eq(1), word.eq(0)]
+    done = start & port.resp.valid & port.resp.ready & port.resp.payload.last
+    failed = done & port.resp.payload.error
+    with m.If(start & port.resp.valid & port.resp.ready):
+        m.d.sync += [entry.as_value().word_select(word, 64).eq(port.resp.payload.data),
+                     word.eq(1)]
+    with m.If(done):
+        m.d.sync += requested.eq(0)
+        with m.If(port.resp.payload.error):
+            m.d.sync += entry.eq(0)
+    return done, failed
+
+
+def write_entry(m, port, addr, entry, start):
+    """Drive a 16-byte entry write on DMA write ``port``; returns ``(done,
+    failed)``: the status beat was consumed, and said the write failed. Keep
+    ``start`` high until ``done``."""
+    sent_req = Signal()
+    words_sent = Signal(2)
+    raw = entry.as_value()
+    m.d.comb += [
+        port.req.valid.eq(start & ~sent_req),
+        port.req.payload.addr.eq(addr),
+        port.req.payload.length.eq(DESC_BYTES),
+        port.data.valid.eq(start & sent_req & (words_sent != 2)),
+        port.data.payload.eq(raw.word_select(words_sent[0], 64)),
+        port.status.ready.eq(start & (words_sent == 2)),
+    ]
+    # The port is shared with the caller's other transfers: only handshakes
+    # made while ``start`` is high are ours.
+    with m.If(start & port.req.valid & port.req.ready):
+        m.d.sync += sent_req.eq(1)
+    with m.If(start & port.data.valid & port.data.ready):
+        m.d.sync += words_sent.eq(words_sent + 1)
+    done = start & port.status.valid & port.status.ready
+    with m.If(done):
+        m.d.sync += [sent_req.eq(0), words_sent.eq(0)]
+    return done, done & port.status.payload.error
 
 
 class DmaReader(wiring.Component):
@@ -301,60 +358,40 @@ def _round_robin(m, requests):
     return grant, held
 
 
-class DmaReadArbiter(wiring.Component):
-    """Shares one read engine among ``n`` clients, round robin; a grant lasts
-    from request to the last response word."""
-    def __init__(self, n):
+class DmaArbiter(wiring.Component):
+    """Shares one DMA engine among ``n`` clients, round robin. A grant lasts
+    from a client's request to the end of its transfer: the last read word, or
+    the write status beat. Every stream of the port is muxed the same way.
+
+    Parameters
+    ----------
+    signature : DmaReadPort or DmaWritePort
+    n : int
+    """
+    def __init__(self, signature, n):
         self.n = n
+        self._end = "resp" if "resp" in signature.members else "status"
         super().__init__({
-            "clients": In(DmaReadPort()).array(n),
-            "engine":  Out(DmaReadPort()),
+            "clients": In(signature).array(n),
+            "engine":  Out(signature),
         })
 
     def elaborate(self, platform):
         m = Module()
         grant, held = _round_robin(m, [c.req.valid for c in self.clients])
-        clients = Array(self.clients)
-        sel = clients[grant]
-        m.d.comb += [
-            self.engine.req.valid.eq(held & sel.req.valid),
-            self.engine.req.payload.eq(sel.req.payload),
-            sel.req.ready.eq(held & self.engine.req.ready),
-            sel.resp.valid.eq(held & self.engine.resp.valid),
-            sel.resp.payload.eq(self.engine.resp.payload),
-            self.engine.resp.ready.eq(held & sel.resp.ready),
-        ]
-        with m.If(self.engine.resp.valid & self.engine.resp.ready & self.engine.resp.payload.last):
-            m.d.sync += held.eq(0)
-        return m
-
-
-class DmaWriteArbiter(wiring.Component):
-    """Shares one write engine among ``n`` clients, round robin; a grant lasts
-    from request to the status beat."""
-    def __init__(self, n):
-        self.n = n
-        super().__init__({
-            "clients": In(DmaWritePort()).array(n),
-            "engine":  Out(DmaWritePort()),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        grant, held = _round_robin(m, [c.req.valid for c in self.clients])
-        clients = Array(self.clients)
-        sel = clients[grant]
-        m.d.comb += [
-            self.engine.req.valid.eq(held & sel.req.valid),
-            self.engine.req.payload.eq(sel.req.payload),
-            sel.req.ready.eq(held & self.engine.req.ready),
-            self.engine.data.valid.eq(held & sel.data.valid),
-            self.engine.data.payload.eq(sel.data.payload),
-            sel.data.ready.eq(held & self.engine.data.ready),
-            sel.status.valid.eq(held & self.engine.status.valid),
-            sel.status.payload.eq(self.engine.status.payload),
-            self.engine.status.ready.eq(held & sel.status.ready),
-        ]
-        with m.If(self.engine.status.valid & self.engine.status.ready):
+        sel = Array(self.clients)[grant]
+        for name, member in self.engine.signature.members.items():
+            ours, theirs = getattr(self.engine, name), getattr(sel, name)
+            if member.flow == Out:      # client -> engine
+                m.d.comb += [ours.valid.eq(held & theirs.valid), ours.payload.eq(theirs.payload),
+                             theirs.ready.eq(held & ours.ready)]
+            else:                       # engine -> client
+                m.d.comb += [theirs.valid.eq(held & ours.valid), theirs.payload.eq(ours.payload),
+                             ours.ready.eq(held & theirs.ready)]
+        end = getattr(self.engine, self._end)
+        finished = end.valid & end.ready
+        if self._end == "resp":
+            finished &= end.payload.last
+        with m.If(finished):
             m.d.sync += held.eq(0)
         return m

@@ -17,8 +17,7 @@ from tlsnic.abi import RxDescriptor, RxCompletion, RxStatus, CsumStatus, DESC_BY
 from ..net.checksum import ChecksumEngine, ChecksumResult
 from ..net.frame import FrameWord, WORD_BYTES
 from ..net.frame_limit import FrameLimiter, FrameInfo
-from .dma import DmaReadPort, DmaWritePort
-from .tx_engine import write_entry
+from .dma import DmaReadPort, DmaWritePort, read_entry, write_entry
 
 __all__ = ["RxFrameMeta", "RxEngine"]
 
@@ -81,7 +80,6 @@ class RxEngine(wiring.Component):
         meta = Signal(RxFrameMeta)
         m.d.comb += meta.eq(meta_fifo.r_data)
         desc = Signal(RxDescriptor)
-        fetch_word = Signal()
         status = Signal(RxStatus)
         write_words = Signal(range(8192))     # words still to hand to the DMA writer
         write_len = Signal(16)
@@ -98,6 +96,8 @@ class RxEngine(wiring.Component):
             completion.phase.eq(self.rxcq_phase),
         ]
         rd, wr = self.dma_rd, self.dma_wr
+        fetch = Signal()
+        fetched, fetch_failed = read_entry(m, rd, self.rxq_addr, desc, fetch)
         write_completion = Signal()
         completion_done, completion_lost = write_entry(m, wr, self.rxcq_addr, completion,
                                                        write_completion)
@@ -108,23 +108,15 @@ class RxEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(meta_fifo.r_rdy & self.rxq_ready & self.rxcq_ready):
-                    m.d.comb += [rd.req.valid.eq(1), rd.req.payload.addr.eq(self.rxq_addr),
-                                 rd.req.payload.length.eq(DESC_BYTES)]
-                    with m.If(rd.req.ready):
-                        m.d.sync += fetch_word.eq(0)
-                        m.next = "FETCH"
+                    m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += rd.resp.ready.eq(1)
-                with m.If(rd.resp.valid):
-                    m.d.sync += [desc.as_value().word_select(fetch_word, 64).eq(rd.resp.payload.data),
-                                 fetch_word.eq(1)]
-                    with m.If(rd.resp.payload.last):
-                        with m.If(rd.resp.payload.error):
-                            m.d.sync += [status.eq(RxStatus.DMA_ERROR), write_words.eq(0),
-                                         write_len.eq(0)]
-                            m.next = "DRAIN"
-                        with m.Else():
-                            m.next = "DECIDE"
+                m.d.comb += fetch.eq(1)
+                with m.If(fetched & fetch_failed):
+                    m.d.sync += [status.eq(RxStatus.DMA_ERROR), write_words.eq(0),
+                                 write_len.eq(0)]
+                    m.next = "DRAIN"
+                with m.Elif(fetched):
+                    m.next = "DECIDE"
             with m.State("DECIDE"):
                 kept = meta.csum.length
                 fits = desc.length >= kept

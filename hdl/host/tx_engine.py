@@ -17,7 +17,7 @@ from tlsnic.abi import (TxDescriptor, TxCompletion, TxOpcode, TxStatus, TxFlags,
                         MAX_FRAME, DESC_BYTES)
 from ..net.checksum import ChecksumEngine, ChecksumResult
 from ..net.frame import FrameWord, WORD_BYTES
-from .dma import DmaReadPort, DmaWritePort
+from .dma import DmaReadPort, DmaWritePort, read_entry, write_entry
 
 __all__ = ["TxFrameMeta", "TxEngine"]
 
@@ -28,31 +28,6 @@ class TxFrameMeta(data.Struct):
     flags: TxFlags
     port: 2
     drop: 1
-
-
-def write_entry(m, port, addr, entry, start):
-    """Drive a 16-byte entry write on DMA write ``port``; returns ``(done,
-    failed)``: the status beat was consumed, and said the write failed. Keep
-    ``start`` high until ``done``."""
-    sent_req = Signal()
-    words_sent = Signal(2)
-    raw = entry.as_value()
-    m.d.comb += [
-        port.req.valid.eq(start & ~sent_req),
-        port.req.payload.addr.eq(addr),
-        port.req.payload.length.eq(DESC_BYTES),
-        port.data.valid.eq(start & sent_req & (words_sent != 2)),
-        port.data.payload.eq(raw.word_select(words_sent[0], 64)),
-        port.status.ready.eq(start & (words_sent == 2)),
-    ]
-    with m.If(port.req.valid & port.req.ready):
-        m.d.sync += sent_req.eq(1)
-    with m.If(port.data.valid & port.data.ready):
-        m.d.sync += words_sent.eq(words_sent + 1)
-    done = port.status.valid & port.status.ready
-    with m.If(done):
-        m.d.sync += [sent_req.eq(0), words_sent.eq(0)]
-    return done, done & port.status.payload.error
 
 
 class TxEngine(wiring.Component):
@@ -133,8 +108,6 @@ class TxEngine(wiring.Component):
         desc = Signal(TxDescriptor)
         status = Signal(TxStatus)
         words = Signal(range(MAX_FRAME // WORD_BYTES + 2))
-        fetch_word = Signal()
-        fetch_error = Signal()
         completion = Signal(TxCompletion)
         m.d.comb += [
             completion.index.eq(self.txq_index),
@@ -146,6 +119,8 @@ class TxEngine(wiring.Component):
             completion.phase.eq(self.txcq_phase),
         ]
         rd = self.dma_rd
+        fetch = Signal()
+        fetched, fetch_failed = read_entry(m, rd, self.txq_addr, desc, fetch)
         write_completion = Signal()
         completion_done, completion_lost = write_entry(m, self.dma_wr, self.txcq_addr, completion,
                                                        write_completion)
@@ -154,24 +129,15 @@ class TxEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.txq_ready & self.txcq_ready):
-                    m.d.comb += [rd.req.valid.eq(1), rd.req.payload.addr.eq(self.txq_addr),
-                                 rd.req.payload.length.eq(DESC_BYTES)]
-                    with m.If(rd.req.ready):
-                        m.d.sync += [fetch_word.eq(0), fetch_error.eq(0)]
-                        m.next = "FETCH"
+                    m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += rd.resp.ready.eq(1)
-                with m.If(rd.resp.valid):
-                    m.d.sync += [desc.as_value().word_select(fetch_word, 64).eq(rd.resp.payload.data),
-                                 fetch_word.eq(1)]
-                    with m.If(rd.resp.payload.last):
-                        with m.If(rd.resp.payload.error):
-                            # Nothing of a descriptor that failed to read is trusted.
-                            m.d.sync += [desc.eq(0), status.eq(TxStatus.DMA_ERROR)]
-                            m.d.comb += self.dma_error.eq(1)
-                            m.next = "COMPLETE"
-                        with m.Else():
-                            m.next = "DECODE"
+                m.d.comb += fetch.eq(1)
+                with m.If(fetched & fetch_failed):
+                    m.d.sync += status.eq(TxStatus.DMA_ERROR)
+                    m.d.comb += self.dma_error.eq(1)
+                    m.next = "COMPLETE"
+                with m.Elif(fetched):
+                    m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.sync += words.eq((desc.length + 7) >> 3)
                 with m.If(desc.opcode == TxOpcode.NOP):
