@@ -19,6 +19,7 @@ otherwise; Icarus writes FST (``<top>.fst``).
 """
 
 import fcntl
+import hashlib
 import os
 import shutil
 import sys
@@ -31,6 +32,9 @@ from .build import BUILD_ROOT, export_verilog
 __all__ = ["simulator", "waves_requested", "CocotbRun", "CocotbFailure"]
 
 SIMULATORS = ("verilator", "icarus")
+#: Amaranth's Verilog has no `timescale; without one Icarus runs at 1 s
+#: precision and cannot represent the 8 ns clock.
+TIMESCALE = ("1ns", "1ps")
 
 
 def simulator(sim=None):
@@ -96,7 +100,10 @@ class CocotbRun:
         self.design = design
         self.sim = simulator(sim)
         self.waves = waves_requested(waves)
-        self.build_dir = BUILD_ROOT / "sim" / self.sim / (design.key + ("-waves" if self.waves else ""))
+        # Build options are part of the cache key: a changed flag rebuilds.
+        options = hashlib.sha256(repr((self._build_args(), TIMESCALE)).encode()).hexdigest()[:6]
+        self.build_dir = (BUILD_ROOT / "sim" / self.sim
+                          / f"{design.key}-{options}{'-waves' if self.waves else ''}")
         self._runner = None
 
     def _build_args(self):
@@ -135,6 +142,7 @@ class CocotbRun:
                     build_args=self._build_args(),
                     waves=self.waves,
                     always=True,
+                    timescale=TIMESCALE,
                     log_file=self.build_dir / "build.log",
                 )
                 marker.write_text("ok\n")
@@ -169,6 +177,7 @@ class CocotbRun:
             extra_env=env,
             waves=self.waves,
             seed=seed,
+            timescale=TIMESCALE,
             log_file=test_dir / "sim.log",
         )
         failed = _failures(results)

@@ -126,26 +126,25 @@ class Nic(wiring.Component):
         ]
 
         # ---- statistics ----
+        # Each counter advances on a strobe, by one or by a byte count that is
+        # only meaningful while the strobe is high.
         events = {
-            Counter.TX_PACKETS: tx_out.sent,
-            Counter.TX_BYTES: tx_out.sent_bytes,
-            Counter.TX_DESC_ERRORS: txe.desc_error,
-            Counter.TX_DMA_ERRORS: txe.dma_error,
-            Counter.TX_CSUM_IP: tx_out.csum_ip,
-            Counter.TX_CSUM_L4: tx_out.csum_l4,
-            Counter.RX_PACKETS: rxe.received,
-            Counter.RX_BYTES: rxe.received_bytes,
-            Counter.RX_TRUNCATED: rxe.truncated,
-            Counter.RX_DMA_ERRORS: rxe.dma_error,
-            Counter.RX_CSUM_BAD: rxe.csum_bad,
+            Counter.TX_PACKETS: (tx_out.sent, 1),
+            Counter.TX_BYTES: (tx_out.sent, tx_out.sent_bytes),
+            Counter.TX_DESC_ERRORS: (txe.desc_error, 1),
+            Counter.TX_DMA_ERRORS: (txe.dma_error, 1),
+            Counter.TX_CSUM_IP: (tx_out.csum_ip, 1),
+            Counter.TX_CSUM_L4: (tx_out.csum_l4, 1),
+            Counter.RX_PACKETS: (rxe.received, 1),
+            Counter.RX_BYTES: (rxe.received, rxe.received_bytes),
+            Counter.RX_TRUNCATED: (rxe.truncated, 1),
+            Counter.RX_DMA_ERRORS: (rxe.dma_error, 1),
+            Counter.RX_CSUM_BAD: (rxe.csum_bad, 1),
         }
         counters = {c: Signal(32, name=f"count_{c.name.lower()}") for c in Counter}
-        for c, event in events.items():
-            if len(event) == 1:
-                # Byte counts come as a value, event counts as a strobe.
-                m.d.sync += counters[c].eq(counters[c] + event)
-            else:
-                m.d.sync += counters[c].eq(counters[c] + event)
+        for c, (strobe, amount) in events.items():
+            with m.If(strobe):
+                m.d.sync += counters[c].eq(counters[c] + amount)
 
         # ---- interrupts ----
         irq_status = Signal(len(Irq))
