@@ -10,6 +10,8 @@ The whole batch runs in one simulation (per TB configuration), so these tests
 share a module fixture; run them in one pytest worker (``--dist loadfile``).
 """
 
+import shutil
+
 import pytest
 
 from tlsnic.cosim.scenarios import SCENARIOS, run_on_model
@@ -51,3 +53,14 @@ def test_gateware_matches_model(name, gateware):
 @pytest.mark.parametrize("name", STRESSED)
 def test_gateware_matches_model_under_backpressure(name, gateware_stressed):
     _compare(name, gateware_stressed[name])
+
+
+ICARUS_SUBSET = ("bring_up", "loopback", "tx_bad_descriptors", "rx_truncation")
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog not installed (optional)")
+def test_icarus_matches_model():
+    """The same Verilog under Icarus (cocotb's other simulator) gives the same answers."""
+    got = run_on_gateware([(n, n, {}) for n in ICARUS_SUBSET], sim="icarus", tag="icarus")
+    for name in ICARUS_SUBSET:
+        _compare(name, got[name])
