@@ -118,7 +118,10 @@ class _SboxBank(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         for i in range(0, self.n, 2):
-            mem = m.submodules[f"rom{i // 2}"] = Memory(shape=8, depth=256, init=SBOX)
+            # ram_style: a 2 kbit ROM is below Yosys's block-RAM threshold; without the
+            # hint it becomes ~260 LUT4 of logic per S-box and the cipher does not fit.
+            mem = m.submodules[f"rom{i // 2}"] = Memory(shape=8, depth=256, init=SBOX,
+                                                        attrs={"ram_style": "block"})
             for j in range(i, min(i + 2, self.n)):
                 port = mem.read_port(domain="sync")
                 m.d.comb += [
