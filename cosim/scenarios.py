@@ -181,7 +181,7 @@ async def tx_bad_descriptors(dev, wire, *, tag=0x1234):
         ("max-frame", dict(packet, length=MAX_FRAME, addr=good)),
         ("oversize", dict(packet, length=MAX_FRAME + 1, addr=good)),
         ("length-ffff", dict(packet, length=0xFFFF, addr=good)),
-        ("opcode-02", dict(packet, opcode=0x02, length=100, addr=good)),
+        ("opcode-0f", dict(packet, opcode=0x0F, length=100, addr=good)),
         ("opcode-7f", dict(packet, opcode=0x7F, length=100, addr=good)),
         ("opcode-ff", dict(packet, opcode=0xFF, length=0, addr=0)),
         ("bad-port", dict(packet, port=ports, length=100, addr=good)),

@@ -161,7 +161,7 @@ def test_tx_bad_descriptors(observations):
     obs = observations["tx_bad_descriptors"]
     expected_status = {
         "good": "OK", "zero-length": "BAD_LENGTH", "max-frame": "OK", "oversize": "BAD_LENGTH",
-        "length-ffff": "BAD_LENGTH", "opcode-02": "BAD_OPCODE", "opcode-7f": "BAD_OPCODE",
+        "length-ffff": "BAD_LENGTH", "opcode-0f": "BAD_OPCODE", "opcode-7f": "BAD_OPCODE",
         "opcode-ff": "BAD_OPCODE", "bad-port": "BAD_PORT", "bad-port-ff": "BAD_PORT",
         "zero-length-bad-port": "BAD_LENGTH", "bad-port-bad-addr": "BAD_PORT",
         "dma-addr-0": "DMA_ERROR", "dma-addr-far": "DMA_ERROR", "dma-runs-off-region": "DMA_ERROR",

@@ -108,6 +108,9 @@ __all__ = [
     "ID_MAGIC", "VERSION", "MAX_FRAME", "DESC_BYTES", "MAX_LOG_RING",
     "Reg", "QueueReg", "Queue", "Irq", "ERROR_BAD_CSR", "ERROR_COMPLETION_LOST",
     "TxOpcode", "TxFlags", "TxStatus", "TxDescriptor", "TxCompletion",
+    "TlsCipher", "TlsVersion", "TlsStaticParams", "TlsProgressFlags", "TlsProgressParams",
+    "TlsTagLogEntry", "TLS_MAX_CIPHERTEXT", "CAP_TLS_AES_128_GCM", "CAP_TLS_AES_256_GCM",
+    "CAP_TLS_1_2", "CAP_TLS_1_3", "CAP_TLS_TX", "CAP_TLS_RX",
     "RxDescriptor", "RxStatus", "CsumStatus", "L3Proto", "L4Proto", "RxCompletion",
     "Counter", "COUNTER_BASE",
     "pack", "unpack", "Fields", "layout_bytes",
@@ -186,7 +189,12 @@ class Irq(enum.IntEnum):
 
 class TxOpcode(enum.Enum, shape=8):
     NOP    = 0x00   #: completes with status OK; nothing else happens
-    PACKET = 0x01   #: transmit ``length`` bytes read from ``addr`` on ``port``
+    PACKET = 0x01   #: transmit ``length`` bytes read from ``addr`` on ``port``; ``tag`` != 0: TLS inline
+    # TLS transmit control (see "TLS transmit" below); ``tag`` names the context.
+    SET_STATIC   = 0x02  #: create context ``tag`` from the :class:`TlsStaticParams` at ``addr``
+    SET_PROGRESS = 0x03  #: reposition context ``tag`` (:class:`TlsProgressParams` at ``addr``)
+    DUMP         = 0x04  #: feed ``length`` record bytes at ``addr`` through context ``tag``; nothing sent
+    FREE         = 0x05  #: clear context ``tag``, key zeroed
 
 
 class TxFlags(enum.Flag, shape=8):
@@ -200,6 +208,13 @@ class TxStatus(enum.Enum, shape=8):
     BAD_LENGTH = 0x02   #: length 0 or above :data:`MAX_FRAME`; nothing read, nothing sent
     DMA_ERROR  = 0x03   #: the host-memory read failed (bus error); nothing sent
     BAD_PORT   = 0x04   #: no such port; nothing sent
+    # TLS transmit
+    BAD_TAG    = 0x05   #: tag out of range, or (except SET_STATIC) naming a free context
+    BAD_PARAMS = 0x06   #: SET_STATIC/SET_PROGRESS parameters the card rejects; context unchanged
+    BAD_FLOW   = 0x07   #: tagged frame not TCP, or not of the context's flow; dropped
+    OUT_OF_SEQUENCE = 0x08  #: tagged frame whose seq is not the context's next: dropped, never sent clear
+    CONTEXT_FAILED  = 0x09  #: the context saw a bogus TLS header; dropped until SET_PROGRESS
+    NO_TAG     = 0x0A   #: frame would carry tag bytes of a record entered by seek with no tag given; dropped
 
 
 class TxDescriptor(data.Struct):
@@ -222,6 +237,111 @@ class TxCompletion(data.Struct):
     tag:    16
     aux:    63      #: opcode-specific; 0 for PACKET and NOP
     phase:  1
+
+
+# --- TLS transmit -----------------------------------------------------------------
+#
+# The driver hands the card *plaintext records, framed*: the 5-byte header
+# (type 23 for TLS 1.3; length = the record's length on the wire), for TLS 1.2
+# the 8-byte explicit nonce, the plaintext, for TLS 1.3 the inner content type
+# byte, then 16 placeholder bytes where the tag goes (Linux ``tls_device``
+# style). A tagged PACKET is a TCP segment of one flow; its payload may start
+# and end anywhere in a record and may span records. The card follows record
+# boundaries by reading each header's length from the stream itself, encrypts
+# in place, writes each tag over its placeholder (possibly in a later segment)
+# and fills the TCP (and IPv4) checksum whatever the flags say.
+#
+# Per context the card keeps ``next_seq``, the TCP sequence number it expects
+# next. A tagged segment that starts elsewhere is dropped with OUT_OF_SEQUENCE;
+# the driver repositions the context first, in one of two ways:
+#
+# * dump (mlx5): SET_PROGRESS to the start of the segment's record, then DUMP
+#   of the record bytes ``[record start, segment start)``; a forward gap inside
+#   the record being tracked needs only the DUMP of the missing bytes. DUMP
+#   bytes go through the cipher state, never onto the wire.
+# * seek: SET_PROGRESS with ``SEEK``: the card starts the counter at the
+#   segment's offset in the record and computes no GHASH; if the segment
+#   carries tag bytes, the tag comes from the progress block (``TAG_VALID``,
+#   the driver read it from the context's tag log) or the frame is dropped
+#   with NO_TAG.
+#
+# Every tag the card computes is written to the context's *tag log*: a ring of
+# ``2**tag_log_log2`` :class:`TlsTagLogEntry` in host memory, entry
+# ``record_number % 2**tag_log_log2``.
+#
+# A TCP segment with no payload (a pure ACK) on a tagged descriptor goes out
+# unchanged. A header with a version other than 0x0303, or a length below the
+# record's minimum or above 2**14 + 256 (+ nonce for TLS 1.2), marks the
+# context failed (CONTEXT_FAILED) until the next SET_PROGRESS.
+
+class TlsCipher(enum.Enum, shape=8):
+    AES_128_GCM = 1
+    AES_256_GCM = 2
+
+
+class TlsVersion(enum.Enum, shape=8):
+    TLS_1_2 = 0x03      #: the minor version byte (0x0303)
+    TLS_1_3 = 0x04
+
+
+#: ``Reg.CAP_TLS`` bits.
+CAP_TLS_AES_128_GCM = 1 << 0
+CAP_TLS_AES_256_GCM = 1 << 1
+CAP_TLS_1_2 = 1 << 8
+CAP_TLS_1_3 = 1 << 9
+CAP_TLS_TX = 1 << 16
+CAP_TLS_RX = 1 << 17
+
+#: Largest TLSCiphertext.length (RFC 8446 5.2: 2**14 + 256).
+TLS_MAX_CIPHERTEXT = (1 << 14) + 256
+
+
+class TlsStaticParams(data.Struct):
+    """SET_STATIC block (128 bytes, read by DMA; the key never reads back)."""
+    cipher:  TlsCipher
+    version: TlsVersion
+    _rsvd0:  16
+    tcp_seq: 32             #: TCP seq of the first offloaded record's header
+    record_number: 64       #: that record's number
+    salt_iv: 96             #: TLS 1.2: 4-byte salt (bytes 0..3); TLS 1.3: the 12-byte IV
+    _rsvd1:  32
+    key:     256            #: AES key bytes in order; AES-128 uses bytes 0..15
+    src_port: 16            #: the flow: the frame's TCP source port ...
+    dst_port: 16
+    ip_version: 8           #: 4 or 6
+    tag_log_log2: 8         #: tag log entries = 2**tag_log_log2 (0: one entry)
+    _rsvd2:  16
+    tag_log_addr: 64        #: host address of the tag log (32-byte aligned)
+    src_addr: 128           #: IPv6 address bytes in order; IPv4 in bytes 0..3
+    dst_addr: 128
+    _rsvd3:  128
+
+
+class TlsProgressFlags(enum.Flag, shape=8):
+    SEEK      = 0x01        #: enter the record at ``next_seq`` without its earlier bytes
+    TAG_VALID = 0x02        #: with SEEK: ``tag`` is the record's tag
+
+
+class TlsProgressParams(data.Struct):
+    """SET_PROGRESS block (64 bytes)."""
+    next_seq:      32       #: TCP seq of the next byte the card will see (packet or DUMP)
+    record_seq:    32       #: TCP seq of the header of the record ``next_seq`` falls in
+    record_number: 64
+    flags:         TlsProgressFlags
+    content_type:  8        #: with SEEK past the header: the header's type byte
+    record_length: 16       #: with SEEK past the header: the header's length field
+    _rsvd0:        32
+    explicit_nonce: 64      #: with SEEK past the nonce (TLS 1.2): the record's nonce bytes
+    tag:           128      #: with TAG_VALID
+    _rsvd1:        128
+
+
+class TlsTagLogEntry(data.Struct):
+    """One tag log entry (32 bytes)."""
+    record_number: 64
+    tag:   128              #: the tag bytes in wire order
+    valid: 1
+    _rsvd: 63
 
 
 # --- RX ---------------------------------------------------------------------
@@ -297,6 +417,18 @@ class Counter(enum.IntEnum):
     RX_TRUNCATED    = 8
     RX_DMA_ERRORS   = 9   #: frames completed with ``RxStatus.DMA_ERROR`` (not in RX_PACKETS)
     RX_CSUM_BAD     = 10  #: completions (any status) reporting ``ip_csum`` or ``l4_csum`` BAD
+    # TLS transmit (names after Linux tls-offload.rst and mlx5)
+    TX_TLS_ENCRYPTED_PACKETS = 11   #: tagged frames sent with TLS bytes encrypted
+    TX_TLS_ENCRYPTED_BYTES   = 12   #: TLS record bytes (header to tag) in them
+    TX_TLS_RECORDS           = 13   #: tags computed (and logged)
+    TX_TLS_OOO               = 14   #: tagged frames dropped OUT_OF_SEQUENCE
+    TX_TLS_DROP_NO_SYNC_DATA = 15   #: tagged frames dropped NO_TAG or CONTEXT_FAILED
+    TX_TLS_DROP_BAD_FLOW     = 16   #: tagged frames dropped BAD_FLOW or BAD_TAG
+    TX_TLS_RESYNC            = 17   #: SET_PROGRESS accepted
+    TX_TLS_DUMP_PACKETS      = 18   #: DUMP descriptors carried out
+    TX_TLS_DUMP_BYTES        = 19   #: bytes they fed through the cipher state
+    TX_TLS_CTX               = 20   #: contexts created (SET_STATIC accepted); minus FREE = in use
+    TX_TLS_CTX_FREED         = 21
 
 
 # --- packing for the driver and the model ------------------------------------
