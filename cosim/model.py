@@ -30,10 +30,12 @@ from tlsnic.abi import (
     Counter, CsumStatus, Irq, L3Proto, L4Proto, Queue, QueueReg, Reg,
     RxCompletion, RxDescriptor, RxStatus, TxCompletion, TxDescriptor, TxFlags, TxOpcode,
     TxStatus, pack, unpack,
+    CAP_TLS_1_2, CAP_TLS_1_3, CAP_TLS_AES_128_GCM, CAP_TLS_AES_256_GCM, CAP_TLS_TX,
 )
 from tlsnic.driver.bus import BusError, NoProgress
 from tlsnic.driver.hostmem import HostMemory, HostMemoryBus
 
+from .model_tls_tx import TLS_CONTROL_OPCODES, TlsTxEngine
 from .wire_api import Wire
 
 __all__ = [
@@ -283,6 +285,12 @@ class ReferenceNic(HostMemoryBus):
     stream_bytes, dma_bytes : int
         Datapath widths reported in ``CAP_DATAPATH``; they change nothing in
         the model's behaviour and are there so it can mirror a gateware build.
+    tls : bool
+        Build the TLS transmit engine (:mod:`.model_tls_tx`). Off by default,
+        like the gateware so far: ``CAP_TLS`` and ``CAP_CONTEXTS`` read 0, the
+        TLS opcodes are BAD_OPCODE and a PACKET's tag is ignored.
+    tx_contexts : int
+        TX contexts of the TLS engine (``CAP_CONTEXTS`` bits 15..0).
 
     Attributes
     ----------
@@ -293,8 +301,10 @@ class ReferenceNic(HostMemoryBus):
         The 32-bit hardware counters, indexed by :class:`~tlsnic.abi.Counter`.
     """
 
-    def __init__(self, memory=None, *, ports=1, stream_bytes=8, dma_bytes=8):
+    def __init__(self, memory=None, *, ports=1, stream_bytes=8, dma_bytes=8,
+                 tls=False, tx_contexts=256):
         self.memory = memory if memory is not None else HostMemory()
+        self.tls_tx = TlsTxEngine(self, tx_contexts) if tls else None
         self.ports = ports
         self.stream_bytes = stream_bytes
         self.dma_bytes = dma_bytes
@@ -345,8 +355,8 @@ class ReferenceNic(HostMemoryBus):
                 Reg.VERSION: VERSION,
                 Reg.CAP_DATAPATH: self.stream_bytes | (self.dma_bytes << 8),
                 Reg.CAP_QUEUES: 1 | (1 << 8) | (self.ports << 16) | (MAX_LOG_RING << 24),
-                Reg.CAP_TLS: 0,
-                Reg.CAP_CONTEXTS: 0,
+                Reg.CAP_TLS: self._cap_tls(),
+                Reg.CAP_CONTEXTS: len(self.tls_tx.contexts) if self.tls_tx else 0,
                 Reg.CAP_MAX_FRAME: MAX_FRAME,
                 Reg.SCRATCH: self.scratch,
                 Reg.IRQ_STATUS: self.irq_status,
@@ -421,6 +431,12 @@ class ReferenceNic(HostMemoryBus):
         while progress:
             progress = await self._tx_step() | await self._rx_step()
 
+    def _cap_tls(self):
+        if self.tls_tx is None:
+            return 0
+        return (CAP_TLS_AES_128_GCM | CAP_TLS_AES_256_GCM | CAP_TLS_1_2 | CAP_TLS_1_3
+                | CAP_TLS_TX)
+
     async def _read_ring_entry(self, queue, q, index):
         """The entry's bytes, or None when the read fails (``tlsnic.abi``: the
         entry then completes with DMA_ERROR)."""
@@ -466,6 +482,8 @@ class ReferenceNic(HostMemoryBus):
         opcode = _int(desc.opcode)
         if opcode == TxOpcode.NOP.value:
             return TxStatus.OK, 0
+        if opcode in TLS_CONTROL_OPCODES and self.tls_tx is not None:
+            return await self.tls_tx.control(desc)
         if opcode != TxOpcode.PACKET.value:
             self._count(Counter.TX_DESC_ERRORS)
             return TxStatus.BAD_OPCODE, 0
@@ -481,8 +499,14 @@ class ReferenceNic(HostMemoryBus):
             self._count(Counter.TX_DMA_ERRORS)
             return TxStatus.DMA_ERROR, 0
         flags = _int(desc.flags)
-        frame, ip_done, l4_done = insert_checksums(
-            frame, bool(flags & TxFlags.CSUM_IP.value), bool(flags & TxFlags.CSUM_L4.value))
+        csum_ip, csum_l4 = bool(flags & TxFlags.CSUM_IP.value), bool(flags & TxFlags.CSUM_L4.value)
+        if desc.tag and self.tls_tx is not None:
+            status, frame, force_csum = await self.tls_tx.transmit(desc, frame)
+            if frame is None:
+                return status, 0
+            # Encrypted bytes invalidate whatever checksum the host wrote.
+            csum_ip, csum_l4 = csum_ip or force_csum, csum_l4 or force_csum
+        frame, ip_done, l4_done = insert_checksums(frame, csum_ip, csum_l4)
         self._count(Counter.TX_CSUM_IP, ip_done)
         self._count(Counter.TX_CSUM_L4, l4_done)
         self.egress[desc.port].append(frame)

@@ -411,6 +411,23 @@ class Device:
         return await self._post_tx(dict(opcode=TxOpcode.PACKET, flags=flags, length=len(frame),
                                         tag=tag, port=port, addr=buffer), buffer)
 
+    async def send_ctrl(self, opcode, tag, data=b"", length=None):
+        """Queue a TLS control descriptor (:class:`~tlsnic.abi.TxOpcode` SET_STATIC,
+        SET_PROGRESS, DUMP, FREE) for context ``tag``; return its TXQ index.
+
+        ``data`` (a parameter block, or the record bytes of a DUMP) is copied
+        into a host buffer freed when the completion is reaped. ``length``
+        defaults to ``len(data)``.
+        """
+        await self._wait_tx_slot()
+        buffer = None
+        if data:
+            buffer = self.bus.alloc(len(data))
+            await self.bus.mem_write(buffer, bytes(data))
+        length = len(data) if length is None else length
+        return await self._post_tx(dict(opcode=opcode, length=length, tag=tag,
+                                        addr=buffer or 0), buffer)
+
     async def post_tx_raw(self, **fields):
         """Post a TX descriptor with exactly ``fields`` (see :class:`~tlsnic.abi.TxDescriptor`).
 
