@@ -37,20 +37,22 @@ async def run_batch(dut):
     Path(os.environ["TLSNIC_RESULTS"]).write_text(json.dumps(results))
 
 
-def run_on_gateware(batch, *, tb_options=None, sim=None, waves=None, tag="plain"):
+def run_on_gateware(batch, *, ports=1, tb_options=None, sim=None, waves=None, tag="plain"):
     """Run ``batch`` (``[(key, scenario name, params), ...]``) on the NIC gateware.
 
-    Returns ``{key: observation}``; a scenario that raised has ``{"error": traceback}``.
+    ``ports`` sets the number of network ports of the card built. Returns
+    ``{key: observation}``; a scenario that raised has ``{"error": traceback}``.
     """
     from tlsnic.cosim.build import Design
     from tlsnic.cosim.runner import CocotbRun
-    run = CocotbRun(Design("tlsnic.hdl.top:make_nic", "nic"), sim=sim, waves=waves)
+    run = CocotbRun(Design("tlsnic.hdl.top:make_nic", "nic", ports=ports), sim=sim, waves=waves)
+    tb_options = dict(tb_options or {}, ports=ports)
     test_dir = run.build_dir / f"run-{tag}-{os.getpid()}"
     test_dir.mkdir(parents=True, exist_ok=True)
     out = test_dir / "results.json"
     run.test("tlsnic.cosim.cocotb_scenarios", test_dir=test_dir, extra_env={
         "TLSNIC_SCENARIOS": json.dumps(batch),
-        "TLSNIC_TB_OPTIONS": json.dumps(tb_options or {}),
+        "TLSNIC_TB_OPTIONS": json.dumps(tb_options),
         "TLSNIC_RESULTS": str(out),
     })
     return json.loads(out.read_text())

@@ -24,8 +24,7 @@ from .host.queue import Ring
 from .host.tx_engine import TxEngine
 from .host.rx_engine import RxEngine
 from .net.csum_insert import ChecksumInsert
-from .net.frame import from_axis, to_axis, FrameWord
-from amaranth.lib import stream
+from .net.frame import from_axis, to_axis
 
 __all__ = ["Nic"]
 
@@ -53,7 +52,7 @@ class Nic(wiring.Component):
         Level interrupt: ``|(IRQ_STATUS & IRQ_ENABLE)``.
     """
     def __init__(self, *, ports=1, fifo_words=2048):
-        assert ports == 1, "one port until the multi-port RX arbiter lands"
+        assert 1 <= ports <= 4, "port numbers are 2 bits wide inside the card"
         self.n_ports = ports
         self.fifo_words = fifo_words
         super().__init__({
@@ -111,10 +110,9 @@ class Nic(wiring.Component):
         ]
 
         # ---- RX ----
-        m.submodules.rx_engine = rxe = RxEngine(fifo_words=self.fifo_words)
-        rx_frames = stream.Signature(FrameWord).create()
-        from_axis(m, self.rx[0], rx_frames)
-        wiring.connect(m, rx_frames, rxe.wire)
+        m.submodules.rx_engine = rxe = RxEngine(fifo_words=self.fifo_words, ports=self.n_ports)
+        for i in range(self.n_ports):
+            from_axis(m, self.rx[i], rxe.wire[i])
         wiring.connect(m, rxe.dma_rd, rd_arb.clients[1])
         wiring.connect(m, rxe.dma_wr, wr_arb.clients[1])
         rxq, rxcq = rings[Queue.RXQ], rings[Queue.RXCQ]

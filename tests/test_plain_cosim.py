@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 
-from tlsnic.cosim.scenarios import SCENARIOS, run_on_model
+from tlsnic.cosim.scenarios import SCENARIOS, MULTI_PORT, run_on_model
 from tlsnic.cosim.cocotb_scenarios import run_on_gateware
 
 pytestmark = pytest.mark.cosim
@@ -25,10 +25,21 @@ STRESS = {"idle": True, "backpressure": True, "seed": 7}
 STRESSED = ("tx_sizes", "tx_ring_full", "rx_backpressure", "loopback", "many_in_flight", "jumbo")
 
 
+SINGLE_PORT = [name for name in SCENARIOS if name not in MULTI_PORT]
+
+
 @pytest.fixture(scope="module")
 def gateware():
-    batch = [(name, name, {}) for name in SCENARIOS]
+    batch = [(name, name, {}) for name in SINGLE_PORT]
     return run_on_gateware(batch)
+
+
+@pytest.fixture(scope="module")
+def gateware_two_ports():
+    # The plain scenarios again on a two-port card (they use port 0), plus
+    # the multi-port ones.
+    batch = [(name, name, {}) for name in ("loopback", "rx_truncation", *MULTI_PORT)]
+    return run_on_gateware(batch, ports=2, tag="ports2")
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +48,22 @@ def gateware_stressed():
     return run_on_gateware(batch, tb_options=STRESS, tag="stress")
 
 
-def _compare(name, got):
+def _compare(name, got, ports=1):
     assert "error" not in got, got["error"]
-    want = run_on_model(name)
+    want = run_on_model(name, ports=ports)
     for key in want:
         assert got[key] == want[key], f"{name}: {key} differs between gateware and model"
     assert got == want
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", SINGLE_PORT)
 def test_gateware_matches_model(name, gateware):
     _compare(name, gateware[name])
+
+
+@pytest.mark.parametrize("name", ("loopback", "rx_truncation", *MULTI_PORT))
+def test_two_port_gateware_matches_model(name, gateware_two_ports):
+    _compare(name, gateware_two_ports[name], ports=2)
 
 
 @pytest.mark.parametrize("name", STRESSED)

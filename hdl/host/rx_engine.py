@@ -17,6 +17,7 @@ from tlsnic.abi import RxDescriptor, RxCompletion, RxStatus, CsumStatus, DESC_BY
 from ..net.checksum import ChecksumEngine, ChecksumResult
 from ..net.frame import FrameWord, WORD_BYTES
 from ..net.frame_limit import FrameLimiter, FrameInfo
+from ..net.frame_mux import FrameMux
 from .dma import DmaReadPort, DmaWritePort, read_entry, write_entry
 
 __all__ = ["RxFrameMeta", "RxEngine"]
@@ -28,7 +29,7 @@ class RxFrameMeta(data.Struct):
 
 
 class RxEngine(wiring.Component):
-    """Receive path of one port.
+    """Receive path: all ports into one packet FIFO, frame by frame.
 
     Members
     -------
@@ -38,11 +39,11 @@ class RxEngine(wiring.Component):
     received, received_bytes, truncated, dma_error, csum_bad : Out
         Per-frame strobes for the counters.
     """
-    def __init__(self, *, fifo_words=2048, port=0):
+    def __init__(self, *, fifo_words=2048, ports=1):
         self.fifo_words = fifo_words
-        self.port = port
+        self.ports = ports
         super().__init__({
-            "wire": In(stream.Signature(FrameWord)),
+            "wire": In(stream.Signature(FrameWord)).array(ports),
             "rxq_ready": In(1), "rxq_addr": In(64), "rxq_index": In(16), "rxq_advance": Out(1),
             "rxcq_ready": In(1), "rxcq_addr": In(64), "rxcq_phase": In(1), "rxcq_advance": Out(1),
             "dma_rd": Out(DmaReadPort()),
@@ -60,7 +61,11 @@ class RxEngine(wiring.Component):
         m.submodules.meta_fifo = meta_fifo = SyncFIFOBuffered(
             width=RxFrameMeta.as_shape().size, depth=16)
 
-        wiring.connect(m, wiring.flipped(self.wire), limiter.i)
+        m.submodules.mux = mux = FrameMux(self.ports)
+        for i in range(self.ports):
+            wiring.connect(m, wiring.flipped(self.wire[i]), mux.i[i])
+        wiring.connect(m, mux.o, limiter.i)
+        m.d.comb += limiter.port.eq(mux.port)
         wiring.connect(m, limiter.o, csum.i)
         m.d.comb += [
             data_fifo.w_data.eq(csum.o.payload),
@@ -87,7 +92,7 @@ class RxEngine(wiring.Component):
         m.d.comb += [
             completion.index.eq(self.rxq_index),
             completion.status.eq(status),
-            completion.port.eq(self.port),
+            completion.port.eq(meta.info.port),
             completion.length.eq(meta.info.wire_length),
             completion.ip_csum.eq(meta.csum.ip_csum),
             completion.l4_csum.eq(meta.csum.l4_csum),

@@ -20,10 +20,12 @@ __all__ = ["FrameInfo", "FrameLimiter"]
 class FrameInfo(data.Struct):
     wire_length: 16
     cut: 1
+    port: 2         #: ingress port
 
 
 class FrameLimiter(wiring.Component):
     i: In(stream.Signature(FrameWord))
+    port: In(2)     #: ingress port of the frame on ``i``, reported in ``info``
     o: Out(stream.Signature(FrameWord))
     info: Out(stream.Signature(FrameInfo))
 
@@ -57,5 +59,6 @@ class FrameLimiter(wiring.Component):
                     self.info.valid.eq(1),
                     self.info.payload.wire_length.eq(Mux(new_length > 0xFFFF, 0xFFFF, new_length)),
                     self.info.payload.cut.eq(cutting | (new_length > MAX_FRAME)),
+                    self.info.payload.port.eq(self.port),
                 ]
         return m
