@@ -425,7 +425,8 @@ class KtlsSocket:
             self.tcp.append(record.wire if record.wire is not None else record.data, record)
         return records
 
-    async def _send(self, segs):
+    async def send_segments(self, segs):
+        """Send these segments (from :class:`TcpSender`; tests pick some to model local loss)."""
         for seg in segs:
             frame = self.tcp.build_frame(seg.seq, seg.payload)
             if seg.session is not None and seg.session.mode == MODE_IFNET:
@@ -437,11 +438,11 @@ class KtlsSocket:
 
     async def output(self):
         """``tcp_output``: send all new data in MSS-sized segments."""
-        return await self._send(self.tcp.new_segments())
+        return await self.send_segments(self.tcp.new_segments())
 
     async def retransmit(self, seq=None, length=None):
         """Retransmit ``[seq, seq + length)`` (default: one MSS at ``snd_una``)."""
-        return await self._send(self.tcp.rexmit_segments(seq, length))
+        return await self.send_segments(self.tcp.rexmit_segments(seq, length))
 
     async def send_ack(self):
         """A pure ACK on the offloaded path (edge case 13: goes out with the tag, unchanged)."""

@@ -1,0 +1,495 @@
+"""Inline TLS transmit on the reference model, driven by the kTLS driver.
+
+Oracle: the wire, reassembled per flow from Scapy's parse of every frame,
+is decrypted here with ``cryptography``'s AESGCM (nonce and AAD built in this
+file from RFC 5288 / RFC 8446, not from the model or the driver) and
+compared with the plaintext written; every retransmitted byte must equal the
+byte first sent; Scapy verifies the checksums. Tests named ``test_edgeN_*``
+cover edge case N of the driver anchors.
+"""
+
+import asyncio
+import errno
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+
+from tlsnic.abi import (
+    CAP_TLS_1_2, CAP_TLS_1_3, CAP_TLS_AES_128_GCM, CAP_TLS_AES_256_GCM, CAP_TLS_TX,
+    Counter, TlsProgressFlags, TlsProgressParams, TlsVersion, TxOpcode, TxStatus, pack,
+)
+from tlsnic.cosim.model import ReferenceNic, verify_checksums
+from tlsnic.cosim.model_tls_tx import TlsTxRecord
+from tlsnic.driver.device import Device
+from tlsnic.driver.ktls import KtlsDriver, KtlsError, KtlsSocket, MODE_IFNET, MODE_SW
+from tlsnic.driver.tcp import TcpFlow
+
+KEYS = {"AES-128-GCM": bytes(range(0x10, 0x20)), "AES-256-GCM": bytes(range(0x40, 0x60))}
+IV12 = bytes.fromhex("a0a1a2a3a4a5a6a7a8a9aaab")
+SIZES = (0, 1, 15, 16, 17, 1447, 1448, 16384)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# --- harness --------------------------------------------------------------------------
+
+class Harness:
+    """A TLS-enabled model, an opened device, the kTLS driver and one socket."""
+
+    def __init__(self, version="1.2", cipher="AES-128-GCM", *, mss=1448, strategy="dump",
+                 iss=1000, rec_seq=7, contexts=256, flow=None, hw_mtu=1500):
+        self.nic = ReferenceNic(tls=True, tx_contexts=contexts)
+        self.dev = Device(self.nic)
+        self.version, self.cipher = version, cipher
+        self.key = KEYS[cipher]
+        self.iv = IV12[:4] if version == "1.2" else IV12
+        self.iss, self.rec_seq, self.mss, self.strategy = iss, rec_seq, mss, strategy
+        self.flow = flow or TcpFlow()
+        self.hw_mtu = hw_mtu
+        self.plaintext = []
+        self.wire = []
+
+    async def open(self):
+        await self.dev.open(tx_log=10, rx_log=2)
+        self.ktls = KtlsDriver(self.dev, strategy=self.strategy, hw_mtu=self.hw_mtu, seed=5)
+        self.sock = await self.new_socket()
+        return self
+
+    async def new_socket(self, flow=None, mode=MODE_IFNET):
+        sock = KtlsSocket(self.ktls, flow or self.flow, iss=self.iss, mss=self.mss)
+        await sock.enable_tx(self.version, self.cipher, self.key, self.iv, self.rec_seq, mode)
+        return sock
+
+    def write(self, sizes, fill=0):
+        for i, size in enumerate(sizes):
+            data = bytes((fill + i * 7 + j) & 0xFF for j in range(size))
+            self.sock.write(data, record_size=max(size, 1))
+            self.plaintext.append(data)
+
+    def frames(self):
+        """Frames put on the wire since the last call (all of them: :attr:`wire`)."""
+        out = list(self.nic.egress[0])
+        self.nic.egress[0].clear()
+        self.wire.extend(out)
+        return out
+
+    def counter(self, name):
+        return self.nic.counters[Counter[name]]
+
+
+def reassemble(frames, iss, flow=None):
+    """The TCP byte stream from ``iss``; a byte sent twice must be the same byte."""
+    stream = {}
+    for frame in frames:
+        packet = Ether(frame)
+        assert TCP in packet
+        ip_csum, l4_csum = verify_checksums(frame)
+        assert l4_csum.name == "GOOD"
+        seg = packet[TCP]
+        if flow is not None:
+            assert (seg.sport, seg.dport) == (flow.src_port, flow.dst_port)
+        payload = bytes(seg.payload)
+        if IP in packet:
+            payload = payload[:packet[IP].len - packet[IP].ihl * 4 - seg.dataofs * 4]
+        for i, byte in enumerate(payload):
+            offset = (seg.seq + i - iss) & 0xFFFF_FFFF
+            assert stream.setdefault(offset, byte) == byte, f"retransmitted byte {offset} differs"
+    assert sorted(stream) == list(range(len(stream))), "hole in the stream"
+    return bytes(stream[i] for i in range(len(stream)))
+
+
+def oracle_decrypt(version, key, iv, first_seqno, stream):
+    """Independent TLS 1.2 / 1.3 AES-GCM record decryption of a whole stream."""
+    out, pos, seqno = [], 0, first_seqno
+    while pos < len(stream):
+        header = stream[pos:pos + 5]
+        assert header[1:3] == b"\x03\x03"
+        length = int.from_bytes(header[3:5], "big")
+        body = stream[pos + 5:pos + 5 + length]
+        assert len(body) == length
+        if version == "1.2":
+            nonce = iv + body[:8]
+            aad = seqno.to_bytes(8, "big") + header[:3] + (length - 24).to_bytes(2, "big")
+            plain = AESGCM(key).decrypt(nonce, body[8:], aad)
+        else:
+            assert header[0] == 23
+            nonce = bytes(a ^ b for a, b in zip(iv, seqno.to_bytes(12, "big")))
+            inner = AESGCM(key).decrypt(nonce, body, header)
+            assert inner[-1] == 23
+            plain = inner[:-1]
+        out.append(plain)
+        pos += 5 + length
+        seqno += 1
+    return out
+
+
+def check_wire(h, frames):
+    stream = reassemble(frames, h.iss, h.flow)
+    assert oracle_decrypt(h.version, h.key, h.iv, h.rec_seq, stream) == h.plaintext
+    return stream
+
+
+# --- the plain path -----------------------------------------------------------------
+
+@pytest.mark.parametrize("mss", (536, 1448, 8948))
+@pytest.mark.parametrize("cipher", ("AES-128-GCM", "AES-256-GCM"))
+@pytest.mark.parametrize("version", ("1.2", "1.3"))
+def test_edge5_record_sizes_and_segments_across_records(version, cipher, mss):
+    async def body():
+        h = await Harness(version, cipher, mss=mss).open()
+        h.write(SIZES + SIZES[::-1])
+        await h.sock.output()
+        frames = h.frames()
+        check_wire(h, frames)
+        records = 2 * len(SIZES)
+        assert h.counter("TX_TLS_RECORDS") == records
+        assert h.counter("TX_TLS_ENCRYPTED_PACKETS") == len(frames)
+        assert h.counter("TX_TLS_OOO") == 0 and h.counter("TX_TLS_DUMP_BYTES") == 0
+        # The tag log holds each computed tag (read back as the driver does).
+        tag = h.sock.session.snd_tag
+        last = h.rec_seq + records - 1
+        assert await h.ktls.read_tag_log(tag, last) is not None
+        await h.sock.close()
+        assert h.nic.tls_tx.in_use == 0
+    run(body())
+
+
+@pytest.mark.parametrize("version", ("1.2", "1.3"))
+def test_edge5_headers_nonces_tags_split(version):
+    """MSS 7: every header, nonce and tag is cut across segments."""
+    async def body():
+        h = await Harness(version, mss=7).open()
+        h.write((0, 1, 30, 2))
+        await h.sock.output()
+        check_wire(h, h.frames())
+    run(body())
+
+
+def test_seq_wraps_and_ipv6():
+    async def body():
+        flow = TcpFlow(src_addr="2001:db8::1", dst_addr="2001:db8:1::2", ip_version=6)
+        h = await Harness("1.3", "AES-256-GCM", iss=0xFFFF_F000, flow=flow).open()
+        h.write((3000, 2500))
+        await h.sock.output()
+        frames = h.frames()
+        assert IPv6 in Ether(frames[0])
+        check_wire(h, frames)
+    run(body())
+
+
+def test_caps_default_off_and_tls_on():
+    async def body():
+        plain = Device(ReferenceNic())
+        await plain.open(tx_log=2, rx_log=2)
+        assert plain.caps.tls == 0 and plain.caps.tx_contexts == 0
+        tls = Device(ReferenceNic(tls=True, tx_contexts=17))
+        await tls.open(tx_log=2, rx_log=2)
+        assert tls.caps.tls == (CAP_TLS_AES_128_GCM | CAP_TLS_AES_256_GCM | CAP_TLS_1_2
+                                | CAP_TLS_1_3 | CAP_TLS_TX)
+        assert tls.caps.tx_contexts == 17
+        # Without TLS the control opcodes stay unknown.
+        await plain.post_tx_raw(opcode=TxOpcode.FREE, tag=1)
+        assert (await plain.flush_tx())[0].status is TxStatus.BAD_OPCODE
+    run(body())
+
+
+# --- retransmits ------------------------------------------------------------------------
+
+async def _sent_then_rexmit(strategy, version, sizes, rexmit, mss=536):
+    """Send ``sizes`` records, then retransmit ``rexmit(h) -> (seq, length)``."""
+    h = await Harness(version, mss=mss, strategy=strategy).open()
+    h.write(sizes)
+    await h.sock.output()
+    first = h.frames()
+    seq, length = rexmit(h)
+    dump_before = h.counter("TX_TLS_DUMP_BYTES")
+    await h.sock.retransmit(seq, length)
+    again = h.frames()
+    assert again, "nothing retransmitted"
+    check_wire(h, first + again)
+    return h, h.counter("TX_TLS_DUMP_BYTES") - dump_before
+
+
+STRATS = ("dump", "seek")
+
+
+@pytest.mark.parametrize("version", ("1.2", "1.3"))
+@pytest.mark.parametrize("strategy", STRATS)
+def test_edge1_retransmit_mid_record(strategy, version):
+    async def body():
+        h, dumped = await _sent_then_rexmit(
+            strategy, version, (4000, 100), lambda h: (h.iss + 536 * 3, 536))
+        if strategy == "dump":
+            assert dumped == 536 * 3 == h.ktls.stats["redma_bytes"]   # exactly [record start, seq)
+            assert h.ktls.stats["dump_descriptors"] == 2               # 1608 bytes in hw_mtu chunks
+        else:
+            assert dumped == 0 and h.ktls.stats["resync_seek"] == 1
+        assert h.counter("TX_TLS_OOO") == 0
+    run(body())
+
+
+@pytest.mark.parametrize("strategy", STRATS)
+def test_edge2_retransmit_last_segment_of_16k_record(strategy):
+    async def body():
+        def last(h):
+            end = 5 + 8 + 16384 + 16
+            return h.iss + end - 700, 700
+        h, dumped = await _sent_then_rexmit(strategy, "1.2", (16384, 10), last, mss=1448)
+        if strategy == "dump":
+            assert dumped == 5 + 8 + 16384 + 16 - 700
+            assert h.ktls.stats["dump_descriptors"] == -(-dumped // 1500)
+        else:
+            # The segment carries the tag: it comes from the tag log.
+            assert dumped == 0 and h.ktls.stats["resync_seek_tag"] == 1
+    run(body())
+
+
+@pytest.mark.parametrize("strategy", STRATS)
+def test_edge3_retransmit_on_record_boundary(strategy):
+    async def body():
+        h, dumped = await _sent_then_rexmit(
+            strategy, "1.3", (500, 700, 900), lambda h: (h.iss + 5 + 500 + 17, 300))
+        assert dumped == 0 and h.ktls.stats["resync_params"] == 1
+        assert h.counter("TX_TLS_RESYNC") == 1
+    run(body())
+
+
+@pytest.mark.parametrize("strategy", STRATS)
+def test_retransmit_first_segment_of_record(strategy):
+    async def body():
+        h, dumped = await _sent_then_rexmit(strategy, "1.2", (3000,), lambda h: (h.iss, 536))
+        assert dumped == 0
+    run(body())
+
+
+@pytest.mark.parametrize("version", ("1.2", "1.3"))
+@pytest.mark.parametrize("strategy", STRATS)
+def test_edge4_forward_gap(strategy, version):
+    """A segment lost locally: the next one finds the card behind it in the same record."""
+    async def body():
+        h = await Harness(version, mss=536, strategy=strategy).open()
+        h.write((3000,))
+        segs = h.sock.tcp.new_segments()
+        await h.sock.send_segments([segs[0]])
+        await h.sock.send_segments(segs[2:])              # segs[1] "dropped" before the card
+        if strategy == "dump":
+            assert h.ktls.stats["redma_bytes"] == 536      # only the missing bytes
+            assert h.counter("TX_TLS_RESYNC") == 0         # no parameter rewrite
+        else:
+            # SEEK into an untagged record; the last segment carries the tag,
+            # unknown (the card never saw the whole record): dump fallback.
+            assert h.ktls.stats["seek_fallback_dump"] == 1
+        await h.sock.send_segments([segs[1]])             # the real retransmit
+        check_wire(h, h.frames())
+        assert h.counter("TX_TLS_OOO") == 0
+    run(body())
+
+
+@pytest.mark.parametrize("strategy", STRATS)
+def test_edge6_segment_starting_inside_trailer(strategy):
+    async def body():
+        def in_tag(h):
+            return h.iss + 5 + 8 + 1000 + 16 - 5, 5 + 40
+        h, _ = await _sent_then_rexmit(strategy, "1.2", (1000, 200), in_tag)
+        # Two back-to-back retransmits split inside the trailer.
+        tag_start = h.iss + 5 + 8 + 1000
+        await h.sock.retransmit(tag_start + 3, 6)
+        await h.sock.retransmit(tag_start + 9, 7)
+        assert len(h.frames()) == 2
+        check_wire(h, h.wire)
+    run(body())
+
+
+@pytest.mark.parametrize("strategy", STRATS)
+def test_rexmit_many_segments_identical(strategy):
+    async def body():
+        h = await Harness("1.3", "AES-256-GCM", mss=536, strategy=strategy).open()
+        h.write((5000, 0, 1, 4000))
+        await h.sock.output()
+        first = h.frames()
+        await h.sock.retransmit(h.iss + 1000, 6000)
+        again = h.frames()
+        check_wire(h, first + again)
+        stream = reassemble(first, h.iss)
+        for frame in again:
+            seg = Ether(frame)[TCP]
+            start = (seg.seq - h.iss) & 0xFFFF_FFFF
+            assert bytes(seg.payload) == stream[start:start + len(bytes(seg.payload))]
+    run(body())
+
+
+# --- drops --------------------------------------------------------------------------------
+
+def test_out_of_sequence_dropped_no_resync():
+    async def body():
+        h = await Harness("1.2").open()
+        h.write((2000,))
+        tag = h.sock.session.snd_tag.tag
+        bad = h.sock.tcp.build_frame(h.iss + 100, b"x" * 50)
+        await h.dev.send(bad, tag=tag)
+        (c,) = await h.dev.flush_tx()
+        assert c.status is TxStatus.OUT_OF_SEQUENCE and c.length == 0
+        assert h.frames() == [] and h.counter("TX_TLS_OOO") == 1
+        await h.sock.output()                # the context was not moved: in order still works
+        check_wire(h, h.frames())
+        assert h.counter("TX_TLS_RESYNC") == 0
+    run(body())
+
+
+def test_bad_flow_and_bad_tag():
+    async def body():
+        h = await Harness("1.2").open()
+        h.write((100,))
+        tag = h.sock.session.snd_tag.tag
+        other = KtlsSocket(h.ktls, TcpFlow(src_port=40000), iss=h.iss)
+        await h.dev.send(other.tcp.build_frame(h.iss, b"y" * 30), tag=tag)
+        await h.dev.send(h.sock.tcp.build_frame(h.iss, b"y" * 30), tag=200)     # free context
+        await h.dev.send(h.sock.tcp.build_frame(h.iss, b"y" * 30), tag=300)     # out of range
+        statuses = [c.status for c in await h.dev.flush_tx()]
+        assert statuses == [TxStatus.BAD_FLOW, TxStatus.BAD_TAG, TxStatus.BAD_TAG]
+        assert h.frames() == [] and h.counter("TX_TLS_DROP_BAD_FLOW") == 3
+    run(body())
+
+
+def test_bogus_header_context_failed_until_set_progress():
+    async def body():
+        h = await Harness("1.2").open()
+        tcp = h.sock.tcp
+        tag = h.sock.session.snd_tag.tag
+        tcp.append(bytes([23, 3, 1, 0, 40]) + bytes(40))          # version 0x0301
+        await h.dev.send(tcp.build_frame(h.iss, tcp.bytes_at(h.iss, 20)), tag=tag)
+        await h.dev.send(tcp.build_frame(h.iss + 20, tcp.bytes_at(h.iss + 20, 25)), tag=tag)
+        statuses = [c.status for c in await h.dev.flush_tx()]
+        assert statuses == [TxStatus.CONTEXT_FAILED] * 2
+        assert h.frames() == [] and h.counter("TX_TLS_DROP_NO_SYNC_DATA") == 2
+        # Too long a record fails as well.
+        block = pack(TlsProgressParams, next_seq=h.iss, record_seq=h.iss, record_number=0)
+        await h.dev.send_ctrl(TxOpcode.SET_PROGRESS, tag, block)
+        await h.dev.send(tcp.build_frame(h.iss, bytes([23, 3, 3, 0x41, 0x09])), tag=tag)
+        statuses = [c.status for c in await h.dev.flush_tx()]
+        assert statuses == [TxStatus.OK, TxStatus.CONTEXT_FAILED]
+        await h.dev.send_ctrl(TxOpcode.SET_PROGRESS, tag, block)
+        assert (await h.dev.flush_tx())[0].status is TxStatus.OK
+        assert not h.nic.tls_tx.context(tag).failed
+    run(body())
+
+
+def test_no_tag_drop_after_untagged_seek():
+    async def body():
+        h = await Harness("1.3").open()
+        h.write((100,))
+        tcp, tag = h.sock.tcp, h.sock.session.snd_tag.tag
+        record = tcp.entries[0].record
+        block = pack(TlsProgressParams, next_seq=h.iss + 50, record_seq=h.iss,
+                     record_number=h.rec_seq, flags=TlsProgressFlags.SEEK,
+                     content_type=23, record_length=record.length_field)
+        await h.dev.send_ctrl(TxOpcode.SET_PROGRESS, tag, block)
+        await h.dev.send(tcp.build_frame(h.iss + 50, tcp.bytes_at(h.iss + 50, 72)), tag=tag)
+        statuses = [c.status for c in await h.dev.flush_tx()]
+        assert statuses == [TxStatus.OK, TxStatus.NO_TAG]
+        assert h.frames() == [] and h.counter("TX_TLS_DROP_NO_SYNC_DATA") == 1
+        # Without the tag bytes the same seek works, and the payload is right.
+        await h.dev.send(tcp.build_frame(h.iss + 50, tcp.bytes_at(h.iss + 50, 20)), tag=tag)
+        assert (await h.dev.flush_tx())[0].status is TxStatus.OK
+    run(body())
+
+
+def test_set_progress_bad_params():
+    async def body():
+        h = await Harness("1.2").open()
+        tag = h.sock.session.snd_tag.tag
+        bad = [
+            dict(next_seq=10, record_seq=0),                                      # no SEEK, mid record
+            dict(next_seq=0, record_seq=0, flags=TlsProgressFlags.TAG_VALID),      # tag without SEEK
+            dict(next_seq=10, record_seq=0, flags=TlsProgressFlags.SEEK, record_length=5),
+            dict(next_seq=100, record_seq=0, flags=TlsProgressFlags.SEEK, record_length=90),
+        ]
+        for fields in bad:
+            await h.dev.send_ctrl(TxOpcode.SET_PROGRESS, tag, pack(TlsProgressParams, **fields))
+        statuses = [c.status for c in await h.dev.flush_tx()]
+        assert statuses == [TxStatus.BAD_PARAMS] * len(bad)
+        assert h.counter("TX_TLS_RESYNC") == 0
+    run(body())
+
+
+def test_edge13_pure_ack_with_tag_unchanged():
+    async def body():
+        h = await Harness("1.2").open()
+        h.write((300,))
+        await h.sock.output()
+        h.frames()
+        await h.sock.send_ack()
+        (frame,) = h.frames()
+        assert len(bytes(Ether(frame)[TCP].payload)) == 0
+        assert h.counter("TX_TLS_ENCRYPTED_PACKETS") == 1
+    run(body())
+
+
+# --- contexts -------------------------------------------------------------------------------
+
+def test_free_zeroes_key_and_no_leaks():
+    async def body():
+        h = await Harness("1.3", "AES-256-GCM").open()
+        socks = [h.sock] + [await h.new_socket(TcpFlow(src_port=50000 + i)) for i in range(3)]
+        assert h.nic.tls_tx.in_use == 4 == h.ktls.tags_in_use
+        ctx = h.nic.tls_tx.context(h.sock.session.snd_tag.tag)
+        assert bytes(ctx.key) == KEYS["AES-256-GCM"]
+        for sock in socks:
+            await sock.close()
+        assert bytes(ctx.key) == bytes(32) and bytes(ctx.salt_iv) == bytes(12)
+        assert h.nic.tls_tx.in_use == 0 == h.ktls.tags_in_use
+        assert h.counter("TX_TLS_CTX") - h.counter("TX_TLS_CTX_FREED") == 0
+        await h.dev.send_ctrl(TxOpcode.FREE, 1)
+        assert (await h.dev.flush_tx())[0].status is TxStatus.BAD_TAG
+    run(body())
+
+
+def test_edge12_tag_exhaustion_falls_back_to_software():
+    async def body():
+        h = await Harness("1.2", contexts=1).open()
+        sw = await h.new_socket(TcpFlow(src_port=50001))
+        assert h.sock.session.mode == MODE_IFNET and sw.session.mode == MODE_SW
+        assert h.ktls.stats["enomem"] == 1
+        data = bytes(range(200)) * 10
+        sw.write(data, record_size=700)
+        await sw.output()
+        frames = h.frames()
+        assert all(c.tag == 0 for c in h.ktls.completions[-len(frames):])
+        stream = reassemble(frames, h.iss)
+        assert b"".join(oracle_decrypt("1.2", h.key, h.iv, h.rec_seq, stream)) == data
+    run(body())
+
+
+def test_enable_tx_validation():
+    async def body():
+        h = await Harness("1.2").open()
+        sock = KtlsSocket(h.ktls, TcpFlow(src_port=1))
+        cases = [("1.0", "AES-128-GCM", 16, 4), ("1.1", "AES-256-GCM", 32, 4),
+                 (9, "AES-128-GCM", 16, 12), ("1.2", "AES-128-GCM", 32, 4),
+                 ("1.3", "AES-256-GCM", 16, 12), ("1.2", "AES-128-GCM", 16, 12),
+                 ("1.2", "RC4", 16, 4)]
+        for version, cipher, klen, ivlen in cases:
+            with pytest.raises(KtlsError) as info:
+                await sock.enable_tx(version, cipher, bytes(klen), bytes(ivlen))
+            assert info.value.errno == errno.EINVAL
+        chacha = await sock.enable_tx("1.3", "CHACHA20-POLY1305", bytes(32), bytes(12))
+        assert chacha.mode == MODE_SW                     # valid, not offloadable
+        with pytest.raises(KtlsError) as info:
+            await sock.enable_tx("1.3", "AES-128-GCM", bytes(16), bytes(12))
+        assert info.value.errno == errno.EALREADY       # no rekey
+    run(body())
+
+
+def test_direct_model_context_record_state():
+    """The model's tracker after SET_STATIC: the first record at tcp_seq."""
+    async def body():
+        h = await Harness("1.2", iss=5).open()
+        ctx = h.nic.tls_tx.context(h.sock.session.snd_tag.tag)
+        assert ctx.version is TlsVersion.TLS_1_2 and ctx.next_seq == 5
+        assert ctx.record == TlsTxRecord(seq=5, number=h.rec_seq)
+    run(body())
