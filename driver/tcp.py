@@ -192,7 +192,8 @@ class TcpSender:
         and forward again as the segments are sent.
         """
         seq = self.snd_una if seq is None else seq & SEQ_MASK
-        length = min(self.mss, seq_sub(self.snd_max, seq)) if length is None else length
+        length = self.mss if length is None else length
+        length = max(0, min(length, seq_sub(self.snd_max, seq)))   # nothing past snd_max
         self.snd_nxt = seq
         segs = self.segments(seq, seq_add(seq, length), is_rxt=True)
         for seg in segs:
