@@ -433,8 +433,57 @@ class KtlsSocket:
                 await self.ktls.xmit_ifnet(self, seg, frame)
             else:
                 await self.ktls.dev.send(frame, csum_ip=True, csum_l4=True)
+            self.account_for_send(len(seg.payload), seg.is_rxt)
         await self.ktls.flush()
         return segs
+
+    def account_for_send(self, length, is_rxt):
+        """``tcp_account_for_send``: the retransmit share check (D30908).
+
+        Only while the socket transmits through the NIC and has not been
+        disabled yet, only for a retransmit of data: ``pct`` in FreeBSD's
+        integer arithmetic, no minimum sample (edge case 22). Over
+        ``ifnet_max_rexmit_pct`` the socket is disabled for good and switched
+        to software (``ktls_disable_ifnet``), once.
+        """
+        if not (self.t_nic_ktls_xmit and not self.t_nic_ktls_xmit_dis and is_rxt and length):
+            return
+        rxt, snd = self.tcp.t_snd_rxt_bytes, self.tcp.t_sndbytes
+        pct = (1000 * rxt) // (10 * (rxt + snd))
+        if pct > self.ktls.ifnet_max_rexmit_pct:
+            self.t_nic_ktls_xmit_dis = True
+            self.disable_ifnet()
+
+    def disable_ifnet(self):
+        """``ktls_disable_ifnet_help``: ``ktls_set_tx_mode(SW)`` for future records."""
+        try:
+            self.set_tx_mode(MODE_SW)
+            self.ktls.stats["ifnet_disable_ok"] += 1
+        except KtlsError:
+            self.ktls.stats["ifnet_disable_failed"] += 1
+
+    def set_tx_mode(self, mode):
+        """``ktls_set_tx_mode``: clone the session into ``mode`` for records framed from now on.
+
+        Records already queued keep their session (and tag) until ACKed; the
+        framer (record numbers, TLS 1.2 nonce counter) carries on, so nonces
+        stay unique across the switch (edge case 9).
+        """
+        current = self.session
+        if current is None or current.mode == mode:
+            return current
+        if mode == MODE_IFNET:
+            if self.t_nic_ktls_xmit:
+                raise KtlsError(errno.EALREADY, "already transmitting through the NIC")
+            if self.t_nic_ktls_xmit_dis:
+                raise KtlsError(errno.ENXIO, "ifnet TLS was disabled on this connection")
+            self.ktls.stats["switch_failed"] += 1
+            raise KtlsError(errno.EOPNOTSUPP, "switching to ifnet is not modelled")
+        clone = KtlsSession(dataclasses.replace(current.params), MODE_SW)
+        self.session = clone
+        self.sessions.append(clone)
+        self.ktls.stats["switch_to_sw"] += 1
+        return clone
 
     async def output(self):
         """``tcp_output``: send all new data in MSS-sized segments."""

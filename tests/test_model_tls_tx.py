@@ -519,3 +519,40 @@ def test_scenarios_deterministic_and_decrypt(name, params):
     assert [len(r) for r in records] == obs["sizes"]
     assert all(c["status"] == "OK" for c in obs["tx_completions"])
     assert obs["counters"]["tx_tls_ctx"] == obs["counters"]["tx_tls_ctx_freed"] == 1
+
+
+# --- FreeBSD behaviours -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("strategy", STRATS)
+def test_edge22_first_retransmit_switches_to_software_once(strategy):
+    async def body():
+        h = await Harness("1.2", mss=536, strategy=strategy).open()
+        h.write((3000,))
+        await h.sock.output()
+        await h.sock.retransmit(h.iss + 536, 536)     # pct = 1000*536 // (10*(536+3029)) = 15 > 2
+        assert h.sock.t_nic_ktls_xmit_dis and h.sock.session.mode == MODE_SW
+        assert h.ktls.stats["ifnet_disable_ok"] == 1 == h.ktls.stats["switch_to_sw"]
+        h.write((2000, 1))                            # future records: software
+        await h.sock.output()
+        await h.sock.retransmit(h.iss + 1000, 4000)   # old records keep the old tag (edge 10)
+        assert h.ktls.stats["ifnet_disable_ok"] == 1  # never again
+        assert h.sock.t_nic_ktls_xmit                 # until the old session is freed
+        h.frames()
+        check_wire(h, h.wire)
+        tagged = {c.tag for c in h.ktls.completions if c.opcode is TxOpcode.PACKET}
+        assert tagged == {0, h.sock.sessions[0].snd_tag.tag}
+        await h.sock.close()
+        assert h.nic.tls_tx.in_use == 0
+    run(body())
+
+
+def test_edge2_rexmit_pct_formula_below_threshold():
+    async def body():
+        h = await Harness("1.3", mss=1448).open()
+        h.write((16384,) * 4)
+        await h.sock.output()
+        await h.sock.retransmit(h.iss + 60000, 1000)   # 1000*1000 // (10*(1000+65604)) = 1
+        assert not h.sock.t_nic_ktls_xmit_dis and h.sock.session.mode == MODE_IFNET
+        h.frames()
+        check_wire(h, h.wire)
+    run(body())
