@@ -33,6 +33,7 @@ Retransmit strategies (``strategy=``):
 
 import dataclasses
 import errno
+import ipaddress
 import random
 
 from tlsnic.abi import (
@@ -198,7 +199,6 @@ class KtlsDriver:
         await self.dev.bus.mem_write(tag.tag_log_addr, bytes(log_bytes))
         f = sock.tcp.flow
         addr_bytes = 4 if f.ip_version == 4 else 16
-        import ipaddress
         src = ipaddress.ip_address(f.src_addr).packed[:addr_bytes]
         dst = ipaddress.ip_address(f.dst_addr).packed[:addr_bytes]
         block = pack(
