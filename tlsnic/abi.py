@@ -273,6 +273,31 @@ class TxCompletion(data.Struct):
 # unchanged. A header with a version other than 0x0303, or a length below the
 # record's minimum or above 2**14 + 256 (+ nonce for TLS 1.2), marks the
 # context failed (CONTEXT_FAILED) until the next SET_PROGRESS.
+#
+# Rules fixed so that model (``cosim/model_tls_tx.py``) and gateware agree:
+#
+# * Tags ``1..CAP_CONTEXTS`` name contexts; tag 0 or a larger one on a control
+#   descriptor is BAD_TAG, and so is SET_STATIC on a live context (no rekey,
+#   as FreeBSD and Linux).
+# * Checks, first failure wins. Control descriptors: opcode, tag, DUMP length,
+#   DMA read, parameters, failed flag; their ``port`` and ``flags`` are
+#   ignored. Tagged PACKET: the plain checks, tag, flow, pure ACK (sent with
+#   the descriptor's checksum flags, no sequence check), failed flag, sequence.
+#   A DUMP with a bad length counts in TX_DESC_ERRORS.
+# * A dropped frame changes nothing in its context (except setting the failed
+#   flag) and writes no tag log entry.
+# * Multi-byte key, salt/IV, address, nonce and tag fields hold their bytes in
+#   wire order (``int.from_bytes(b, "little")`` of the bytes).
+# * SET_PROGRESS without SEEK needs ``next_seq == record_seq``; TAG_VALID
+#   without SEEK is BAD_PARAMS. With SEEK past the header (and, TLS 1.2, past
+#   the nonce) those come from the block and the stream's bytes there are not
+#   checked; a bad length, or an offset at or past the record end, is
+#   BAD_PARAMS. SEEK computes no GHASH, even at offset 0.
+# * SET_STATIC needs a 32-byte aligned ``tag_log_addr``, ``tag_log_log2 <= 16``
+#   and ``ip_version`` 4 or 6 (else BAD_PARAMS).
+# * A tag log entry is final once the descriptor that computed it has
+#   completed; a failed tag log write counts in TX_DMA_ERRORS and the frame
+#   still goes out. ``aux`` is 0 for every TLS opcode.
 
 class TlsCipher(enum.Enum, shape=8):
     AES_128_GCM = 1
