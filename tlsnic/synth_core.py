@@ -11,7 +11,6 @@ wheels; the build folder is ``build/synth/<core>``.
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -60,13 +59,26 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
     def used(k):
         return util.get(k, {}).get("used", 0)
     fmax = {k: round(v.get("achieved", 0), 1) for k, v in rep.get("fmax", {}).items()}
-    log = (out / "nextpnr.log").read_text()
-    crit = re.findall(r"Info: Critical path report for clock '([^']+)'.*?\n((?:Info: .*\n)+?)Info: \d+\.\d+ ns logic", log, re.S)
+    crit = []
+    for cp in rep.get("critical_paths", [])[:1]:
+        path = cp.get("path", [])
+        nets = []
+        for seg in path:
+            net = seg.get("net", "")
+            if net and (not nets or nets[-1] != net):
+                nets.append(net)
+        crit.append({
+            "from": cp.get("from"), "to": cp.get("to"),
+            "logic_levels": sum(1 for seg in path if seg.get("type") == "logic"),
+            "logic_ns": round(sum(seg.get("delay", 0) for seg in path if seg.get("type") == "logic"), 2),
+            "routing_ns": round(sum(seg.get("delay", 0) for seg in path if seg.get("type") == "routing"), 2),
+            "nets": nets[:8] + (["..."] if len(nets) > 12 else []) + nets[-4:],
+        })
     return {
         "core": core, "device": f"LFE5{device.upper().replace('-', '')}", "speed": speed,
         "lut4": used("TRELLIS_COMB"), "ff": used("TRELLIS_FF"), "ebr": used("DP16KD"),
         "dsp": used("MULT18X18D"), "ramw": used("TRELLIS_RAMW"),
-        "fmax_mhz": fmax, "target_mhz": freq,
+        "fmax_mhz": fmax, "target_mhz": freq, "critical_path": crit,
         "yosys_s": round(t1 - t0, 1), "nextpnr_s": round(t2 - t1, 1),
         "build_dir": str(out.relative_to(_REPO)),
     }
@@ -88,6 +100,9 @@ def main(argv: list[str]) -> int:
     print(f"  LUT4 {res['lut4']}  FF {res['ff']}  EBR {res['ebr']}  DSP {res['dsp']}  (LUTRAM write ports {res['ramw']})")
     for clk, f in res["fmax_mhz"].items():
         print(f"  Fmax {clk}: {f} MHz (target {res['target_mhz']})")
+    for cp in res["critical_path"]:
+        print(f"  critical path: {cp['logic_levels']} logic cells, {cp['logic_ns']} ns logic + "
+              f"{cp['routing_ns']} ns routing; nets {' > '.join(cp['nets'])}")
     print(f"  yosys {res['yosys_s']} s, nextpnr {res['nextpnr_s']} s; logs in {res['build_dir']}")
     return 0
 
