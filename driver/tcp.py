@@ -66,6 +66,7 @@ class _BufferEntry:
     seq: int
     record: object           # TlsRecord, or None for plain bytes
     data: bytes              # what TCP sends: framed (ifnet) or sealed (sw) bytes
+    ready: bool = True       # False: M_NOTREADY, still in the software crypto queue
 
     @property
     def end(self):
@@ -102,12 +103,23 @@ class TcpSender:
         self.t_sndbytes = 0
         self.t_snd_rxt_bytes = 0
         self.ip_id = 1
+        #: Congestion window in bytes; None = unlimited (the tests drive loss
+        #: by hand). ``tcp_output`` sets it to one MSS on ENOBUFS.
+        self.snd_cwnd = None
+        self.fin_sent = False
 
     # --- the send buffer -----------------------------------------------------------
 
-    def append(self, data, record=None):
-        """Queue bytes (a record's framed or sealed bytes) at ``write_seq``."""
-        entry = _BufferEntry(self.write_seq, record, bytes(data))
+    def append(self, data, record=None, ready=True):
+        """Queue bytes (a record's framed or sealed bytes) at ``write_seq``.
+
+        ``ready=False`` appends them M_NOTREADY (FreeBSD ``sbappend`` of
+        records still queued for software encryption): nothing from that
+        entry on is sent until :meth:`mark_ready`.
+        """
+        if self.fin_sent:
+            raise ValueError("append after FIN")
+        entry = _BufferEntry(self.write_seq, record, bytes(data), ready)
         self.entries.append(entry)
         self.write_seq = entry.end
         return entry
@@ -144,15 +156,30 @@ class TcpSender:
             seq = seq_add(seq, len(chunk))
         return bytes(out)
 
+    def mark_ready(self, entry, data):
+        """``sbready``: the entry's bytes (now sealed) may be sent."""
+        assert len(data) == len(entry.data), "sealing keeps the record length"
+        entry.data = bytes(data)
+        entry.ready = True
+
     def ack(self, seq):
-        """Cumulative ACK up to ``seq``: entries wholly below it are released."""
+        """Cumulative ACK up to ``seq``: entries wholly below it are released.
+
+        Returns the released entries (their records' session references are
+        dropped by the caller: FreeBSD ``sbdrop`` frees the ``M_EXTPG`` mbufs).
+        In slow start the window grows by the bytes acked.
+        """
+        released = []
         if seq_lt(self.snd_una, seq) and seq_leq(seq, self.snd_max):
+            if self.snd_cwnd is not None:
+                self.snd_cwnd += seq_sub(seq, self.snd_una)
             self.snd_una = seq
             if seq_lt(self.snd_nxt, seq):
                 self.snd_nxt = seq
         while self.entries and seq_leq(self.entries[0].end, self.snd_una):
-            self.entries.pop(0)
+            released.append(self.entries.pop(0))
         self._hint = 0
+        return released
 
     # --- segmentation --------------------------------------------------------------
 
@@ -178,12 +205,60 @@ class TcpSender:
             seq = cursor
         return out
 
+    def send_limit(self):
+        """Where ``tcp_output`` must stop: the first M_NOTREADY byte, then the window."""
+        end = self.write_seq
+        for entry in self.entries:
+            if not entry.ready:
+                end = entry.seq
+                break
+        if self.snd_cwnd is not None:
+            cap = seq_add(self.snd_una, self.snd_cwnd)
+            if seq_lt(cap, end):
+                end = cap
+        return end
+
     def new_segments(self):
-        """``tcp_output`` for new data: ``[snd_nxt, write_seq)``, advancing snd_nxt/snd_max."""
-        segs = self.segments(self.snd_nxt, self.write_seq, is_rxt=False)
-        for seg in segs:
-            self._account(seg)
+        """``tcp_output``: ``[snd_nxt, send_limit)``, advancing snd_nxt/snd_max.
+
+        After a timeout moved ``snd_nxt`` back, the part below ``snd_max``
+        goes out as retransmits (``is_rxt``: ``snd_nxt != snd_max``).
+        """
+        end = self.send_limit()
+        segs = []
+        if seq_lt(self.snd_nxt, self.snd_max) and seq_lt(self.snd_nxt, end):
+            mid = self.snd_max if seq_lt(self.snd_max, end) else end
+            for seg in self.segments(self.snd_nxt, mid, is_rxt=True):
+                self._account(seg)
+                segs.append(seg)
+        if seq_lt(self.snd_nxt, end):
+            for seg in self.segments(self.snd_nxt, end, is_rxt=False):
+                self._account(seg)
+                segs.append(seg)
         return segs
+
+    def rollback(self, segs):
+        """``tcp_output``'s error path: ``segs`` did not leave (``snd_nxt -= len``).
+
+        Their bytes are taken out of the send accounting, so nothing counts
+        as sent that was not; new data also takes ``snd_max`` back.
+        """
+        if not segs:
+            return
+        for seg in segs:
+            if seg.is_rxt:
+                self.t_snd_rxt_bytes -= len(seg.payload)
+            else:
+                self.t_sndbytes -= len(seg.payload)
+        self.snd_nxt = segs[0].seq
+        new = [seg for seg in segs if not seg.is_rxt]
+        if new:
+            self.snd_max = new[0].seq
+
+    def timeout(self):
+        """``tcp_timer_rexmt``: go back to ``snd_una`` with a window of one MSS."""
+        self.snd_nxt = self.snd_una
+        self.snd_cwnd = self.mss
 
     def rexmit_segments(self, seq=None, length=None):
         """Segments retransmitting ``[seq, seq + length)`` (default: one MSS from snd_una).
@@ -210,6 +285,15 @@ class TcpSender:
         if seq_lt(self.snd_max, end):
             self.snd_max = end
 
+    def fin_segment(self):
+        """The FIN's seq, once every byte was sent (FIN takes one seq after ``write_seq``)."""
+        self.fin_sent = True
+        end = seq_add(self.write_seq, 1)
+        if seq_lt(self.snd_max, end):
+            self.snd_max = end
+        self.snd_nxt = end
+        return self.write_seq
+
     # --- frames --------------------------------------------------------------------
 
     def build_frame(self, seq, payload=b"", flags="PA"):
@@ -221,7 +305,7 @@ class TcpSender:
             l3 = IPv6(src=f.src_addr, dst=f.dst_addr, hlim=64)
         self.ip_id = (self.ip_id + 1) & 0xFFFF
         tcp = TCP(sport=f.src_port, dport=f.dst_port, seq=seq & SEQ_MASK, ack=self.rcv_nxt,
-                  flags=flags if payload else "A", window=65535, chksum=0)
+                  flags=flags if payload or "F" in flags else "A", window=65535, chksum=0)
         packet = Ether(src=f.src_mac, dst=f.dst_mac) / l3 / tcp
         if payload:
             packet = packet / Raw(bytes(payload))

@@ -17,6 +17,7 @@ __all__ = [
     "TLS_MAX_PLAINTEXT", "HEADER_LEN", "TAG_LEN", "EXPLICIT_NONCE_LEN",
     "TLS_CT_ALERT", "TLS_CT_HANDSHAKE", "TLS_CT_APPLICATION_DATA",
     "CIPHERS", "AES_GCM", "TlsSessionParams", "TlsRecord", "RecordFramer", "parse_records",
+    "TLS_HS_KEY_UPDATE", "handshake_types",
 ]
 
 #: ``kern.ipc.tls.maxlen`` default and RFC 8446's 2**14.
@@ -27,6 +28,8 @@ EXPLICIT_NONCE_LEN = 8
 TLS_CT_ALERT = 21
 TLS_CT_HANDSHAKE = 22
 TLS_CT_APPLICATION_DATA = 23
+#: RFC 8446 4.6.3 ``key_update`` handshake message type.
+TLS_HS_KEY_UPDATE = 24
 #: Suites the driver knows, with their key length (``tls_enable.cipher_key_len``).
 CIPHERS = {"AES-128-GCM": 16, "AES-256-GCM": 32, "CHACHA20-POLY1305": 32}
 AES_GCM = {"AES-128-GCM": TlsCipher.AES_128_GCM, "AES-256-GCM": TlsCipher.AES_256_GCM}
@@ -96,6 +99,11 @@ class TlsRecord:
     data: bytes
     wire: bytes = None
     session: object = None
+    #: Where the framed bytes sit in host memory (ifnet mode): ``(offset in
+    #: record, length, DMA address)`` spans, which DUMP reads (re-DMA).
+    host: list = None
+    #: Host buffers the driver allocated for this record (freed at ACK).
+    owned: list = dataclasses.field(default_factory=list)
 
     def __len__(self):
         return len(self.data)
@@ -127,6 +135,16 @@ class RecordFramer:
         self.max_frame_len = min(TLS_MAX_PLAINTEXT, maxlen)
         self.next_seqno = params.rec_seq              # sb_tls_seqno
         self.nonce_counter = rng.getrandbits(64)       # iv[8..15] in ktls_create_session
+
+    def clone(self):
+        """The framer of a cloned session: same record number and nonce counter.
+
+        ``ktls_clone_session`` copies ``params.iv`` (whose bytes 8..15 are the
+        TLS 1.2 nonce counter); taken at the swap, so no nonce repeats.
+        """
+        twin = RecordFramer.__new__(RecordFramer)
+        twin.__dict__.update(self.__dict__)
+        return twin
 
     def frame(self, plaintext, record_type=TLS_CT_APPLICATION_DATA, session=None):
         """Frame one record of ``plaintext`` (at most ``max_frame_len`` bytes)."""
@@ -161,6 +179,20 @@ class RecordFramer:
             return [self.frame(b"", record_type, session)]
         return [self.frame(payload[i:i + size], record_type, session)
                 for i in range(0, len(payload), size)]
+
+
+def handshake_types(data):
+    """Message types of the handshake messages in ``data`` (``type(1) || length(3) || body``).
+
+    A message cut short at the end still yields its type: a KeyUpdate must
+    be caught even when the caller splits messages across writes.
+    """
+    types, pos, data = [], 0, bytes(data)
+    while pos < len(data):
+        types.append(data[pos])
+        length = int.from_bytes(data[pos + 1:pos + 4], "big")
+        pos += 4 + length
+    return types
 
 
 def parse_records(stream):
