@@ -568,6 +568,7 @@ class KtlsSocket:
         self.error = 0
         self.shut_wr = False
         self.fin_seq = None
+        self._sb_released = False    # sb_tls_info's session reference was dropped (FIN, close)
         self._unmapped = []          # ifnet records whose bytes are not in host memory yet
         self._out = []               # [start, end) offsets from iss that went out at least once
         self._records = []           # (start offset, end offset, plaintext length) per record
@@ -928,6 +929,8 @@ class KtlsSocket:
 
     async def output(self):
         """``tcp_output``: send new data (up to the window and the first M_NOTREADY byte)."""
+        if self.error:
+            raise KtlsError(self.error, "connection dropped")
         return await self.send_segments(self.tcp.new_segments())
 
     async def retransmit(self, seq=None, length=None):
@@ -972,8 +975,16 @@ class KtlsSocket:
         frame = self.tcp.build_frame(self.fin_seq, flags="FA")
         index = await self.ktls.dev.send(frame, port=self.route, csum_ip=True, csum_l4=True)
         self.ktls._hold(index, None)
+        # Nothing can be framed after the FIN: sb_tls_info lets go, and the
+        # session (with its tag) lives exactly as long as its unacked records.
+        self._release_sb_tls_info()
         await self.ktls.flush()
         return True
+
+    def _release_sb_tls_info(self):
+        if self.session is not None and not self._sb_released:
+            self._sb_released = True
+            self._session_rele(self.session)
 
     async def shutdown(self):
         """``soshutdown(SHUT_WR)``: send what is queued, then FIN.
@@ -987,8 +998,9 @@ class KtlsSocket:
         self.shut_wr = True
         await self.ktls.run_tasks()
         if not self.error:
-            await self.output()
-        return await self._maybe_fin()
+            await self.output()           # sends the FIN too once all is out
+            await self._maybe_fin()
+        return self.fin_seq is not None
 
     async def drop(self, error):
         """``tcp_drop``: the connection is gone with ``error``; everything queued is freed."""
@@ -1002,9 +1014,7 @@ class KtlsSocket:
                 self._free_record(entry.record)
         self.tcp.entries.clear()
         self._unmapped.clear()
-        if self.session is not None and not self.session.freed:
-            current, self.session = self.session, None
-            self._session_rele(current)   # sb_tls_info
+        self._release_sb_tls_info()
         self.ktls.crypto_queue = collections.deque(
             (s, e) for s, e in self.ktls.crypto_queue if s is not self)
         await self.ktls.flush()           # FREE the tags whose last reference went
