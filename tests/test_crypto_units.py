@@ -73,7 +73,7 @@ def test_gf_mul_against_reference():
         for a, b in cases:
             ctx.set(dut.a, int.from_bytes(a, "little"))
             ctx.set(dut.b, int.from_bytes(b, "little"))
-            await ctx.tick()
+            await ctx.tick().repeat(2)
             assert ctx.get(dut.p).to_bytes(16, "little") == gf_mul_ref(a, b)
 
     _run(dut, bench)
