@@ -75,7 +75,7 @@ __all__ = [
 
 #: Cycles from a chunk accepted on ``i_chunk`` to the same chunk on ``o_chunk``
 #: (no stall): front-end register, AES pipeline, output register.
-LATENCY = 1 + AES_LATENCY
+LATENCY = 1 + AES_LATENCY + 4
 
 
 class Kind(aenum.Enum, shape=2):
@@ -203,6 +203,15 @@ class _Front(data.Struct):
     final: 1
 
 
+# Which back-end stage updates which GcmState fields (the others pass through).
+_OWN_A = ("key", "aes256", "decrypt", "hgen", "h", "iv", "ctr", "prime", "ks", "kpos",
+          "aad_len", "text_len", "seeked")
+_OWN_B = ("pbuf", "pcnt", "ptext")
+_OWN_C = ("acc", "final")
+_OWN_D = ("tpos", "bad")
+_BACK_STAGES = 5      # R, A, B, C, D (D is the output register)
+
+
 def _counter_block(iv, ctr):
     return Cat(iv, ctr[24:32], ctr[16:24], ctr[8:16], ctr[0:8])
 
@@ -319,88 +328,108 @@ class GcmEngine(wiring.Component):
                 m.d.sync += lenpend.eq(0)
 
         # ----------------------------------------------------------------- back end
-        s = data.View(_Slot, aes.side_out)
-        blk = aes.ct
-        live = Signal()
-        m.d.comb += live.eq(s.op != _Op.NONE)
-        st = Signal(GcmState)
-        ej0 = Signal(128)
-        bc = Signal(GcmState)      # state before this slot (restored, or carried on)
-        m.d.comb += [
-            bc.eq(Mux(s.load, rfifo.r_data, st.as_value())),
-            rfifo.r_en.eq(adv & live & s.load),
-        ]
-        bn = Signal(GcmState)      # state after this slot
+        # Five register stages, each owning a group of state fields (see _OWN):
+        # R registers the AES output and the restored state; A applies the
+        # keystream; B packs GHASH blocks; C runs the GHASH multiply; D handles
+        # the tag and drives the outputs. Each stage keeps its own fields of the
+        # current context in a loop register (its last result) and takes them
+        # from the pipeline (the restored state travels along) on a load slot.
+        s_out = data.View(_Slot, aes.side_out)
+        m.d.comb += rfifo.r_en.eq(adv & (s_out.op != _Op.NONE) & s_out.load)
+        r_s = Signal(_Slot)
+        r_blk = Signal(128)
+        r_rs = Signal(GcmState)
+        with m.If(adv):
+            m.d.sync += [r_s.eq(aes.side_out), r_blk.eq(aes.ct)]
+            with m.If(s_out.load):
+                m.d.sync += r_rs.eq(rfifo.r_data)
+
+        def restore(bc, src, own, load, fields):
+            # bc = src, except this stage's fields come from its loop register
+            # unless the slot loads a state.
+            m.d.comb += bc.eq(src)
+            with m.If(~load):
+                m.d.comb += [getattr(bc, f).eq(getattr(own, f)) for f in fields]
+
+        # ---- stage A: keystream, lengths, H, seek
+        s = r_s
+        blk = r_blk
+        live_a = s.op != _Op.NONE
+        own_a = Signal(GcmState)
+        bc = Signal(GcmState)
+        restore(bc, r_rs, own_a, s.load, _OWN_A)
+        bn = Signal(GcmState)
         m.d.comb += bn.eq(bc)
-
-        gh_en = Signal()
-        gh_x = Signal(128)
-        prod = gf_mul(m, bc.acc ^ gh_x, bc.h, name="ghash")
-        with m.If(gh_en):
-            m.d.comb += bn.acc.eq(prod)
-
         cnt = s.count
         mask = Signal(128)
         din = Signal(128)
         dout = Signal(128)
-        m.d.comb += [mask.eq(_byte_mask(cnt)), din.eq(s.data & mask)]
+        g = Signal(128)            # GHASH bytes (the ciphertext), or E_K(J0) for EJ0
+        m.d.comb += [mask.eq(_byte_mask(cnt)), din.eq(s.data & mask), dout.eq(din)]
         is_text = s.kind == Kind.TEXT
-        tag_done = Signal()
-
         with m.Switch(s.op):
             with m.Case(_Op.HGEN):
                 m.d.comb += [bn.h.eq(blk), bn.hgen.eq(0)]
             with m.Case(_Op.KS):
                 m.d.comb += [bn.ks.eq(blk), bn.ctr.eq(bc.ctr + 1), bn.prime.eq(0)]
             with m.Case(_Op.EJ0):
+                m.d.comb += g.eq(blk)
+            with m.Case(_Op.CHUNK):
+                with m.If(s.kind == Kind.TEXT):
+                    win = Signal(256)
+                    m.d.comb += [
+                        win.eq(Cat(bc.ks, blk) >> (bc.kpos * 8)),
+                        dout.eq((din ^ win[:128]) & mask),
+                        g.eq(Mux(bc.decrypt, din, dout)),
+                        bn.text_len.eq(bc.text_len + cnt),
+                    ]
+                    with m.If(s.newks):
+                        m.d.comb += [bn.ks.eq(blk), bn.ctr.eq(bc.ctr + 1),
+                                     bn.kpos.eq(bc.kpos + cnt - 16)]
+                    with m.Else():
+                        m.d.comb += bn.kpos.eq(bc.kpos + cnt)
+                with m.Elif(s.kind == Kind.AAD):
+                    m.d.comb += [g.eq(din), bn.aad_len.eq(bc.aad_len + cnt)]
+        a_s = Signal(_Slot)
+        a_g = Signal(128)
+        a_st = Signal(GcmState)
+        with m.If(adv):
+            m.d.sync += [a_s.eq(s), a_s.data.eq(dout), a_g.eq(g), a_st.eq(bn)]
+            with m.If(live_a):
+                m.d.sync += own_a.eq(bn)
+
+        # ---- stage B: pack bytes into GHASH blocks
+        s = a_s
+        live_b = s.op != _Op.NONE
+        own_b = Signal(GcmState)
+        bc = Signal(GcmState)
+        restore(bc, a_st, own_b, s.load, _OWN_B)
+        bn = Signal(GcmState)
+        m.d.comb += bn.eq(bc)
+        cnt = s.count
+        is_text = s.kind == Kind.TEXT
+        gh_en = Signal()
+        gh_x = Signal(128)
+        with m.Switch(s.op):
+            with m.Case(_Op.EJ0):
                 with m.If(bc.pcnt != 0):
                     m.d.comb += [gh_en.eq(1), gh_x.eq(bc.pbuf), bn.pbuf.eq(0), bn.pcnt.eq(0)]
             with m.Case(_Op.LEN):
-                m.d.comb += [
-                    gh_en.eq(1), gh_x.eq(Cat(_be64(bc.aad_len), _be64(bc.text_len))),
-                    bn.acc.eq(prod ^ ej0), bn.final.eq(1), bn.tpos.eq(0), bn.bad.eq(0),
-                ]
+                m.d.comb += [gh_en.eq(1), gh_x.eq(Cat(_be64(bc.aad_len), _be64(bc.text_len)))]
             with m.Case(_Op.CHUNK):
-                with m.If(s.kind == Kind.TAG):
-                    tb = Signal(128)
-                    m.d.comb += tb.eq((bc.acc >> (bc.tpos * 8))[:128] & mask)
-                    with m.If(bc.decrypt):
-                        m.d.comb += dout.eq(din)
-                        with m.If((din ^ tb) != 0):
-                            m.d.comb += bn.bad.eq(1)
-                    with m.Else():
-                        m.d.comb += dout.eq(tb)
-                    m.d.comb += [bn.tpos.eq(bc.tpos + cnt),
-                                 tag_done.eq((bc.tpos < 16) & (bc.tpos + cnt >= 16))]
-                with m.Else():
-                    g = Signal(128)     # the bytes GHASH sees: the ciphertext
-                    with m.If(is_text):
-                        win = Signal(256)
-                        m.d.comb += [
-                            win.eq(Cat(bc.ks, blk) >> (bc.kpos * 8)),
-                            dout.eq((din ^ win[:128]) & mask),
-                            g.eq(Mux(bc.decrypt, din, dout)),
-                            bn.text_len.eq(bc.text_len + cnt),
-                        ]
-                        with m.If(s.newks):
-                            m.d.comb += [bn.ks.eq(blk), bn.ctr.eq(bc.ctr + 1),
-                                         bn.kpos.eq(bc.kpos + cnt - 16)]
-                        with m.Else():
-                            m.d.comb += bn.kpos.eq(bc.kpos + cnt)
-                    with m.Else():
-                        m.d.comb += [dout.eq(din), g.eq(din), bn.aad_len.eq(bc.aad_len + cnt)]
+                with m.If(s.kind != Kind.TAG):
                     # Pack for GHASH. A full block stays in pbuf until a byte of the
                     # next one arrives, so the last block is always still there for
                     # EJ0 to flush, and at most one block is absorbed per cycle.
                     with m.If((bc.pcnt != 0) & (bc.ptext != is_text)):
                         # AAD ended inside a block: absorb it zero-padded; TEXT starts afresh.
-                        m.d.comb += [gh_en.eq(1), gh_x.eq(bc.pbuf), bn.pbuf.eq(g),
+                        m.d.comb += [gh_en.eq(1), gh_x.eq(bc.pbuf), bn.pbuf.eq(a_g),
                                      bn.pcnt.eq(cnt), bn.ptext.eq(is_text)]
                     with m.Else():
                         comb = Signal(256)
                         total = Signal(6)
                         m.d.comb += [
-                            comb.eq(bc.pbuf | (Cat(g, C(0, 128)) << (bc.pcnt * 8))[:256]),
+                            comb.eq(bc.pbuf | (Cat(a_g, C(0, 128)) << (bc.pcnt * 8))[:256]),
                             total.eq(bc.pcnt + cnt),
                         ]
                         with m.If(total > 16):
@@ -410,6 +439,65 @@ class GcmEngine(wiring.Component):
                             m.d.comb += [bn.pbuf.eq(comb[:128]), bn.pcnt.eq(total)]
                         with m.If(cnt != 0):
                             m.d.comb += bn.ptext.eq(is_text)
+        b_s = Signal(_Slot)
+        b_ej0 = Signal(128)
+        b_st = Signal(GcmState)
+        b_en = Signal()
+        b_x = Signal(128)
+        with m.If(adv):
+            m.d.sync += [b_s.eq(s), b_ej0.eq(a_g), b_st.eq(bn), b_en.eq(gh_en), b_x.eq(gh_x)]
+            with m.If(live_b):
+                m.d.sync += own_b.eq(bn)
+
+        # ---- stage C: GHASH, acc = (acc ^ x) * H
+        s = b_s
+        live_c = s.op != _Op.NONE
+        own_c = Signal(GcmState)
+        bc = Signal(GcmState)
+        restore(bc, b_st, own_c, s.load, _OWN_C)
+        bn = Signal(GcmState)
+        m.d.comb += bn.eq(bc)
+        ej0 = Signal(128)
+        # H is the operand whose multiples a*x^j are formed: H only changes at a
+        # load, so the accumulator loop is only the AND-XOR tree.
+        prod = gf_mul(m, bc.h, bc.acc ^ b_x, name="ghash")
+        with m.If(b_en):
+            m.d.comb += bn.acc.eq(prod)
+        with m.If(s.op == _Op.LEN):
+            m.d.comb += [bn.acc.eq(prod ^ ej0), bn.final.eq(1)]
+        c_s = Signal(_Slot)
+        c_st = Signal(GcmState)
+        with m.If(adv):
+            m.d.sync += [c_s.eq(s), c_st.eq(bn)]
+            with m.If(live_c):
+                m.d.sync += own_c.eq(bn)
+            with m.If(s.op == _Op.EJ0):
+                m.d.sync += ej0.eq(b_ej0)
+
+        # ---- stage D: tag bytes, tag check, outputs
+        s = c_s
+        live_d = s.op != _Op.NONE
+        own_d = Signal(GcmState)
+        bc = Signal(GcmState)
+        restore(bc, c_st, own_d, s.load, _OWN_D)
+        bn = Signal(GcmState)
+        m.d.comb += bn.eq(bc)
+        cnt = s.count
+        dout = Signal(128)
+        m.d.comb += dout.eq(s.data)
+        tag_done = Signal()
+        with m.If(s.op == _Op.LEN):
+            m.d.comb += [bn.tpos.eq(0), bn.bad.eq(0)]
+        with m.If((s.op == _Op.CHUNK) & (s.kind == Kind.TAG)):
+            tb = Signal(128)
+            m.d.comb += tb.eq((bc.acc >> (bc.tpos * 8))[:128] & _byte_mask(cnt))
+            with m.If(bc.decrypt):
+                with m.If((s.data ^ tb) != 0):
+                    m.d.comb += bn.bad.eq(1)
+            with m.Else():
+                m.d.comb += dout.eq(tb)
+            m.d.comb += [bn.tpos.eq(bc.tpos + cnt),
+                         tag_done.eq((bc.tpos < 16) & (bc.tpos + cnt >= 16))]
 
         # Outputs: a transfer clears valid; a new beat (only when adv) sets it.
         with m.If(o_chunk.ready):
@@ -418,10 +506,8 @@ class GcmEngine(wiring.Component):
             m.d.sync += o_state.valid.eq(0)
         with m.If(o_tag.ready):
             m.d.sync += o_tag.valid.eq(0)
-        with m.If(adv & live):
-            m.d.sync += st.eq(bn)
-            with m.If(s.op == _Op.EJ0):
-                m.d.sync += ej0.eq(blk)
+        with m.If(adv & live_d):
+            m.d.sync += own_d.eq(bn)
             with m.If(s.op == _Op.CHUNK):
                 m.d.sync += [
                     o_chunk.valid.eq(1), o_chunk.payload.data.eq(dout),
