@@ -34,7 +34,7 @@ from tlsnic.driver.device import Device
 
 from . import traffic
 
-__all__ = ["SCENARIOS", "run", "run_on_model", "GUARD_BYTE", "BAD_DMA_ADDRESSES"]
+__all__ = ["SCENARIOS", "run", "run_scenario", "run_on_model", "GUARD_BYTE", "BAD_DMA_ADDRESSES"]
 
 #: Fill pattern put after (and before) buffers to catch stray DMA writes.
 GUARD_BYTE = 0xA5
@@ -506,15 +506,22 @@ for _fn in (two_ports,):
     SCENARIOS[_fn.__name__] = _fn
 
 
-async def run(name, bus, wire, **params):
-    """Run scenario ``name`` on a backend; return its observation (device closed after)."""
+async def run_scenario(scenario, bus, wire, **params):
+    """Run the scenario function ``scenario`` on a backend; return its
+    observation (device closed after), labelled with its name and parameters."""
     dev = Device(bus)
     try:
-        obs = await SCENARIOS[name](dev, wire, **params)
+        obs = await scenario(dev, wire, **params)
     finally:
         await dev.close()
-    return {"scenario": name, "params": {k: list(v) if isinstance(v, tuple) else v
-                                         for k, v in params.items()}, **obs}
+    return {"scenario": scenario.__name__,
+            "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
+            **obs}
+
+
+async def run(name, bus, wire, **params):
+    """Run scenario ``name`` on a backend; return its observation (device closed after)."""
+    return await run_scenario(SCENARIOS[name], bus, wire, **params)
 
 
 def run_on_model(name, *, ports=None, **params):

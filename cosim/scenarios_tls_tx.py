@@ -12,7 +12,7 @@ observation then shows.
 
 import asyncio
 
-from tlsnic.driver.device import Device
+from .scenarios import run_scenario
 from tlsnic.driver.ktls import KtlsDriver, KtlsSocket
 from tlsnic.driver.tcp import TcpFlow
 
@@ -80,13 +80,7 @@ SCENARIOS = {fn.__name__: fn for fn in (tls_tx_stream, tls_tx_retransmit)}
 
 async def run(name, bus, wire, **params):
     """Run scenario ``name`` on a backend; return its observation (device closed after)."""
-    dev = Device(bus)
-    try:
-        obs = await SCENARIOS[name](dev, wire, **params)
-    finally:
-        await dev.close()
-    return {"scenario": name, "params": {k: list(v) if isinstance(v, tuple) else v
-                                         for k, v in params.items()}, **obs}
+    return await run_scenario(SCENARIOS[name], bus, wire, **params)
 
 
 def run_on_model(name, **params):
