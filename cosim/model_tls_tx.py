@@ -177,6 +177,7 @@ class TlsTxContext:
     key: bytearray = dataclasses.field(default_factory=lambda: bytearray(32))
     salt_iv: bytearray = dataclasses.field(default_factory=lambda: bytearray(12))
     ip_version: int = 0
+    port: int = 0
     src_addr: bytes = b""
     dst_addr: bytes = b""
     src_port: int = 0
@@ -275,6 +276,7 @@ class TlsTxEngine:
         p = unpack(TlsStaticParams, raw)
         cipher, version = _enum(TlsCipher, p.cipher), _enum(TlsVersion, p.version)
         if (cipher is None or version is None or p.ip_version not in (4, 6)
+                or p.port >= self.nic.ports
                 or p.tag_log_log2 > MAX_TAG_LOG_LOG2 or p.tag_log_addr % 32):
             return TxStatus.BAD_PARAMS
         addr_len = 4 if p.ip_version == 4 else 16
@@ -282,6 +284,7 @@ class TlsTxEngine:
         ctx.key[:] = _bytes(p.key, 32)
         ctx.salt_iv[:] = _bytes(p.salt_iv, 12)
         ctx.ip_version = p.ip_version
+        ctx.port = p.port
         ctx.src_addr = _bytes(p.src_addr, 16)[:addr_len]
         ctx.dst_addr = _bytes(p.dst_addr, 16)[:addr_len]
         ctx.src_port, ctx.dst_port = p.src_port, p.dst_port
@@ -374,6 +377,11 @@ class TlsTxEngine:
         if ctx is None:
             self.nic._count(Counter.TX_TLS_DROP_BAD_FLOW)
             return TxStatus.BAD_TAG, None, False
+        if desc.port != ctx.port:
+            # The route moved the flow to another port: this tag is not valid
+            # there (FreeBSD ip_output_send: tag->ifp != ifp -> EAGAIN).
+            self.nic._count(Counter.TX_TLS_DROP_BAD_FLOW)
+            return TxStatus.WRONG_PORT, None, False
         parsed = parse_headers(frame)
         if not self._of_flow(ctx, frame, parsed):
             self.nic._count(Counter.TX_TLS_DROP_BAD_FLOW)

@@ -367,7 +367,7 @@ class KtlsDriver:
         src = ipaddress.ip_address(f.src_addr).packed[:addr_bytes]
         dst = ipaddress.ip_address(f.dst_addr).packed[:addr_bytes]
         block = pack(
-            TlsStaticParams, cipher=params.card_cipher, version=params.version,
+            TlsStaticParams, cipher=params.card_cipher, version=params.version, port=port,
             tcp_seq=seq, record_number=record_number,
             salt_iv=_field(params.iv.ljust(12, b"\0")), key=_field(params.key.ljust(32, b"\0")),
             src_port=f.src_port, dst_port=f.dst_port, ip_version=f.ip_version,

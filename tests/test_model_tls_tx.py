@@ -19,7 +19,8 @@ from scapy.layers.l2 import Ether
 
 from tlsnic.abi import (
     CAP_TLS_1_2, CAP_TLS_1_3, CAP_TLS_AES_128_GCM, CAP_TLS_AES_256_GCM, CAP_TLS_TX,
-    Counter, TlsProgressFlags, TlsProgressParams, TlsVersion, TxOpcode, TxStatus, pack,
+    Counter, TlsCipher, TlsProgressFlags, TlsProgressParams, TlsStaticParams, TlsVersion,
+    TxOpcode, TxStatus, pack,
 )
 from tlsnic.cosim.model import ReferenceNic, verify_checksums
 from tlsnic.cosim.model_tls_tx import TlsTxRecord
@@ -42,8 +43,8 @@ class Harness:
     """A TLS-enabled model, an opened device, the kTLS driver and one socket."""
 
     def __init__(self, version="1.2", cipher="AES-128-GCM", *, mss=1448, strategy="dump",
-                 iss=1000, rec_seq=7, contexts=256, flow=None, hw_mtu=1500):
-        self.nic = ReferenceNic(tls=True, tx_contexts=contexts)
+                 iss=1000, rec_seq=7, contexts=256, flow=None, hw_mtu=1500, ports=1):
+        self.nic = ReferenceNic(tls=True, tx_contexts=contexts, ports=ports)
         self.dev = Device(self.nic)
         self.version, self.cipher = version, cipher
         self.key = KEYS[cipher]
@@ -353,6 +354,26 @@ def test_bad_flow_and_bad_tag():
         statuses = [c.status for c in await h.dev.flush_tx()]
         assert statuses == [TxStatus.BAD_FLOW, TxStatus.BAD_TAG, TxStatus.BAD_TAG]
         assert h.frames() == [] and h.counter("TX_TLS_DROP_BAD_FLOW") == 3
+    run(body())
+
+
+def test_wrong_port_dropped_and_static_port_checked():
+    """A context belongs to one port (FreeBSD ``tag->ifp``): a frame for the
+    same flow sent out of another port is dropped, never sent with a key that
+    belongs elsewhere; SET_STATIC naming a port the card lacks is refused."""
+    async def body():
+        h = await Harness("1.3", ports=2).open()
+        tag = h.sock.session.snd_tag.tag
+        h.write((100,))
+        frame = h.sock.tcp.build_frame(h.iss, h.sock.tcp.bytes_at(h.iss, 60))
+        await h.dev.send(frame, tag=tag, port=1)
+        statuses = [c.status for c in await h.dev.flush_tx()]
+        assert statuses == [TxStatus.WRONG_PORT]
+        assert h.nic.wire.pending(1) == 0 and h.counter("TX_TLS_DROP_BAD_FLOW") == 1
+        static = pack(TlsStaticParams, cipher=TlsCipher.AES_128_GCM, version=TlsVersion.TLS_1_3,
+                      port=5, ip_version=4)
+        await h.dev.send_ctrl(TxOpcode.SET_STATIC, 200, static)
+        assert (await h.dev.flush_tx())[0].status is TxStatus.BAD_PARAMS
     run(body())
 
 

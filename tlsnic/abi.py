@@ -215,6 +215,7 @@ class TxStatus(enum.Enum, shape=8):
     OUT_OF_SEQUENCE = 0x08  #: tagged frame whose seq is not the context's next: dropped, never sent clear
     CONTEXT_FAILED  = 0x09  #: the context saw a bogus TLS header; dropped until SET_PROGRESS
     NO_TAG     = 0x0A   #: frame would carry tag bytes of a record entered by seek with no tag given; dropped
+    WRONG_PORT = 0x0B   #: tagged frame for another port than its context's: dropped (route changed; the driver resets the tag)
 
 
 class TxDescriptor(data.Struct):
@@ -281,8 +282,10 @@ class TxCompletion(data.Struct):
 #   as FreeBSD and Linux).
 # * Checks, first failure wins. Control descriptors: opcode, tag, DUMP length,
 #   DMA read, parameters, failed flag; their ``port`` and ``flags`` are
-#   ignored. Tagged PACKET: the plain checks, tag, flow, pure ACK (sent with
-#   the descriptor's checksum flags, no sequence check), failed flag, sequence.
+#   ignored. Tagged PACKET: the plain checks, tag, port (WRONG_PORT: the
+#   context belongs to the port in its static block, like FreeBSD's
+#   ``tag->ifp``), flow, pure ACK (sent with the descriptor's checksum flags,
+#   no sequence check), failed flag, sequence.
 #   A DUMP with a bad length counts in TX_DESC_ERRORS.
 # * A dropped frame changes nothing in its context (except setting the failed
 #   flag) and writes no tag log entry.
@@ -325,7 +328,8 @@ class TlsStaticParams(data.Struct):
     """SET_STATIC block (128 bytes, read by DMA; the key never reads back)."""
     cipher:  TlsCipher
     version: TlsVersion
-    _rsvd0:  16
+    port:    8              #: the network port the tag belongs to (FreeBSD: ``tag->ifp``)
+    _rsvd0:  8
     tcp_seq: 32             #: TCP seq of the first offloaded record's header
     record_number: 64       #: that record's number
     salt_iv: 96             #: TLS 1.2: 4-byte salt (bytes 0..3); TLS 1.3: the 12-byte IV
@@ -448,7 +452,7 @@ class Counter(enum.IntEnum):
     TX_TLS_RECORDS           = 13   #: tags computed (and logged)
     TX_TLS_OOO               = 14   #: tagged frames dropped OUT_OF_SEQUENCE
     TX_TLS_DROP_NO_SYNC_DATA = 15   #: tagged frames dropped NO_TAG or CONTEXT_FAILED
-    TX_TLS_DROP_BAD_FLOW     = 16   #: tagged frames dropped BAD_FLOW or BAD_TAG
+    TX_TLS_DROP_BAD_FLOW     = 16   #: tagged frames dropped BAD_FLOW, BAD_TAG or WRONG_PORT
     TX_TLS_RESYNC            = 17   #: SET_PROGRESS accepted
     TX_TLS_DUMP_PACKETS      = 18   #: DUMP descriptors carried out
     TX_TLS_DUMP_BYTES        = 19   #: bytes they fed through the cipher state
