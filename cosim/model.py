@@ -288,7 +288,8 @@ class ReferenceNic(HostMemoryBus):
     tls : bool
         Build the TLS transmit engine (:mod:`.model_tls_tx`). Off by default,
         like the gateware so far: ``CAP_TLS`` and ``CAP_CONTEXTS`` read 0, the
-        TLS opcodes are BAD_OPCODE and a PACKET's tag is ignored.
+        TLS opcodes are BAD_OPCODE and a tagged PACKET is BAD_TAG
+        (never sent: the tag's flow must not leave in the clear).
     tx_contexts : int
         TX contexts of the TLS engine (``CAP_CONTEXTS`` bits 15..0).
 
@@ -500,7 +501,12 @@ class ReferenceNic(HostMemoryBus):
             return TxStatus.DMA_ERROR, 0
         flags = _int(desc.flags)
         csum_ip, csum_l4 = bool(flags & TxFlags.CSUM_IP.value), bool(flags & TxFlags.CSUM_L4.value)
-        if desc.tag and self.tls_tx is not None:
+        if desc.tag and self.tls_tx is None:
+            # A card without TLS contexts has no tag to honour: sending the
+            # frame anyway would put a tagged flow's plaintext on the wire.
+            self._count(Counter.TX_TLS_DROP_BAD_FLOW)
+            return TxStatus.BAD_TAG, 0
+        if desc.tag:
             status, frame, force_csum = await self.tls_tx.transmit(desc, frame)
             if frame is None:
                 return status, 0

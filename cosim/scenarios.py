@@ -175,7 +175,7 @@ async def tx_bad_descriptors(dev, wire, *, tag=0x1234):
     await dev.bus.mem_write(good, frame)
     short, off_the_end = _off_the_end(dev.bus)
     ports = dev.caps.ports
-    packet = dict(opcode=TxOpcode.PACKET, flags=0, tag=tag, port=0)
+    packet = dict(opcode=TxOpcode.PACKET, flags=0, tag=0, port=0)
     bad = [
         ("zero-length", dict(packet, length=0, addr=good)),
         ("max-frame", dict(packet, length=MAX_FRAME, addr=good)),
@@ -194,6 +194,9 @@ async def tx_bad_descriptors(dev, wire, *, tag=0x1234):
         ("nop", dict(opcode=TxOpcode.NOP, tag=tag, length=100, addr=BAD_DMA_ADDRESSES[1])),
         ("nop-flags", dict(opcode=TxOpcode.NOP, tag=tag, flags=0xFF, port=0xFF)),
         ("reserved-flags", dict(packet, flags=0xFC, length=100, addr=good)),
+        # A tag on a card without TLS contexts is out of range: never sent clear.
+        ("tagged-no-tls", dict(packet, tag=tag, length=100, addr=good)),
+        ("tagged-bad-addr", dict(packet, tag=tag, length=100, addr=BAD_DMA_ADDRESSES[1])),
     ]
     sent = []
     for name, fields in bad:

@@ -138,6 +138,7 @@ class Nic(wiring.Component):
             Counter.RX_TRUNCATED: (rxe.truncated, 1),
             Counter.RX_DMA_ERRORS: (rxe.dma_error, 1),
             Counter.RX_CSUM_BAD: (rxe.csum_bad, 1),
+            Counter.TX_TLS_DROP_BAD_FLOW: (txe.bad_tag, 1),
         }
         counters = {c: Signal(32, name=f"count_{c.name.lower()}") for c in Counter}
         for c, (strobe, amount) in events.items():

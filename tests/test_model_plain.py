@@ -166,6 +166,7 @@ def test_tx_bad_descriptors(observations):
         "zero-length-bad-port": "BAD_LENGTH", "bad-port-bad-addr": "BAD_PORT",
         "dma-addr-0": "DMA_ERROR", "dma-addr-far": "DMA_ERROR", "dma-runs-off-region": "DMA_ERROR",
         "nop": "OK", "nop-flags": "OK", "reserved-flags": "OK",
+        "tagged-no-tls": "BAD_TAG", "tagged-bad-addr": "DMA_ERROR",
     }
     completions = obs["tx_completions"]
     assert_in_order(completions)
@@ -175,18 +176,20 @@ def test_tx_bad_descriptors(observations):
         raw = unpack(TxCompletion, bytes.fromhex(c["raw"]))
         if entry["name"] != "good":
             assert (raw.opcode if isinstance(raw.opcode, int) else raw.opcode.value) == entry["fields"]["opcode"]
-            assert c["tag"] == 0x1234
+        # The completion echoes the descriptor's tag.
+        assert c["tag"] == entry.get("fields", {}).get("tag", 0)
         sent_bytes = c["status"] == "OK" and c["opcode"] == "PACKET"
         assert c["length"] == (entry.get("fields", {}).get("length", 100) if sent_bytes else 0)
     # Only good frames (and the two legal oddities) reached the wire, unchanged.
     wire = [bytes.fromhex(w) for w in obs["wire"]["0"]]
     good = bytes.fromhex(obs["sent"][0]["data"])
-    assert len(wire) == 17 + 2
-    assert wire.count(good) == 18                     # 17 good + reserved-flags
+    assert len(wire) == 19 + 2
+    assert wire.count(good) == 20                     # 19 good + reserved-flags
     assert [len(w) for w in wire].count(MAX_FRAME) == 1
     counters = obs["counters"]
-    assert counters["tx_desc_errors"] == 10 and counters["tx_dma_errors"] == 3
-    assert counters["tx_packets"] == 19
+    assert counters["tx_desc_errors"] == 10 and counters["tx_dma_errors"] == 4
+    assert counters["tx_packets"] == 21
+    assert counters["tx_tls_drop_bad_flow"] == 1      # the tag on a card without TLS
 
 
 # --- RX ------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ class TxEngine(wiring.Component):
             "frames": Out(stream.Signature(FrameWord)),
             "meta": Out(stream.Signature(TxFrameMeta)),
             "completed": Out(1), "desc_error": Out(1), "dma_error": Out(1),
-            "completion_lost": Out(1),
+            "completion_lost": Out(1), "bad_tag": Out(1),
         })
 
     def elaborate(self, platform):
@@ -168,6 +168,7 @@ class TxEngine(wiring.Component):
                         m.next = "DATA"
             with m.State("DATA"):
                 word = rd.resp.payload
+                tagged = desc.tag != 0
                 m.d.comb += [
                     csum.i.valid.eq(rd.resp.valid),
                     csum.i.payload.data.eq(word.data),
@@ -178,10 +179,18 @@ class TxEngine(wiring.Component):
                 with m.If(rd.resp.valid & rd.resp.ready & word.last):
                     m.d.comb += [
                         side_fifo.w_en.eq(1),
-                        side_fifo.w_data.eq(Cat(desc.flags, desc.port[:2], word.error)),
+                        side_fifo.w_data.eq(Cat(desc.flags, desc.port[:2], word.error | tagged)),
                     ]
-                    m.d.sync += status.eq(Mux(word.error, TxStatus.DMA_ERROR, TxStatus.OK))
-                    m.d.comb += self.dma_error.eq(word.error)
+                    with m.If(word.error):
+                        m.d.sync += status.eq(TxStatus.DMA_ERROR)
+                        m.d.comb += self.dma_error.eq(1)
+                    with m.Elif(tagged):
+                        # No TLS contexts on this card (yet): every tag is out of
+                        # range, and the frame must not leave in the clear.
+                        m.d.sync += status.eq(TxStatus.BAD_TAG)
+                        m.d.comb += self.bad_tag.eq(1)
+                    with m.Else():
+                        m.d.sync += status.eq(TxStatus.OK)
                     m.next = "COMPLETE"
             with m.State("COMPLETE"):
                 m.d.comb += write_completion.eq(1)
