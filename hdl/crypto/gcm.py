@@ -66,7 +66,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .aes import LATENCY as AES_LATENCY, AesPipeline
-from .ghash import gf_mul
+from .ghash import gf_mul_parts, gf_square
 
 __all__ = [
     "Kind", "Chunk", "OutChunk", "TagResult", "GcmState", "GcmEngine", "LATENCY",
@@ -75,7 +75,7 @@ __all__ = [
 
 #: Cycles from a chunk accepted on ``i_chunk`` to the same chunk on ``o_chunk``
 #: (no stall): front-end register, AES pipeline, output register.
-LATENCY = 1 + AES_LATENCY + 4
+LATENCY = 1 + AES_LATENCY + 5
 
 
 class Kind(aenum.Enum, shape=2):
@@ -125,7 +125,7 @@ class GcmState(data.Struct):
     prime: 1        #: generate keystream block ``ctr`` into ``ks`` first (seek)
     ks: 128         #: last keystream block generated
     kpos: 5         #: bytes of ``ks`` already used (16: none left)
-    acc: 128        #: GHASH accumulator over complete blocks; the tag once final
+    acc: 128        #: GHASH accumulator, lane 0 (blocks alternate lanes); the tag once final
     pbuf: 128       #: bytes of the block being packed for GHASH (zero above pcnt)
     pcnt: 5         #: valid bytes in pbuf (a full block waits here until more bytes come)
     ptext: 1        #: pbuf holds TEXT (1) or AAD (0) bytes
@@ -135,6 +135,8 @@ class GcmState(data.Struct):
     tpos: 5         #: tag bytes seen so far
     bad: 1          #: a received tag byte differed (decrypt)
     seeked: 1       #: entered mid-record: the tag cannot be computed
+    acc1: 128       #: GHASH accumulator, lane 1 (0 once final)
+    lane: 1         #: the lane the next GHASH block joins
 
 
 def _le(b: bytes) -> int:
@@ -152,7 +154,7 @@ def state_record(key: bytes, iv: bytes, *, decrypt=False, h: bytes | None = None
         "hgen": h is None, "h": _le(h) if h else 0, "iv": _le(iv),
         "ctr": 2, "prime": 0, "ks": 0, "kpos": 16,
         "acc": 0, "pbuf": 0, "pcnt": 0, "ptext": 0, "aad_len": 0, "text_len": 0,
-        "final": 0, "tpos": 0, "bad": 0, "seeked": 0,
+        "final": 0, "tpos": 0, "bad": 0, "seeked": 0, "acc1": 0, "lane": 0,
     }
 
 
@@ -207,9 +209,11 @@ class _Front(data.Struct):
 _OWN_A = ("key", "aes256", "decrypt", "hgen", "h", "iv", "ctr", "prime", "ks", "kpos",
           "aad_len", "text_len", "seeked")
 _OWN_B = ("pbuf", "pcnt", "ptext")
-_OWN_C = ("acc", "final")
+_OWN_C1 = ("lane",)
+_OWN_C2 = ("acc", "acc1", "final")
+_MUL_PARTS = 4        # partial sums registered between the two multiplier stages
 _OWN_D = ("tpos", "bad")
-_BACK_STAGES = 5      # R, A, B, C, D (D is the output register)
+_BACK_STAGES = 6      # R, A, B, C1, C2, D (D is the output register)
 
 
 def _counter_block(iv, ctr):
@@ -393,8 +397,10 @@ class GcmEngine(wiring.Component):
         a_s = Signal(_Slot)
         a_g = Signal(128)
         a_st = Signal(GcmState)
+        a_h2 = Signal(128)
         with m.If(adv):
-            m.d.sync += [a_s.eq(s), a_s.data.eq(dout), a_g.eq(g), a_st.eq(bn)]
+            m.d.sync += [a_s.eq(s), a_s.data.eq(dout), a_g.eq(g), a_st.eq(bn),
+                         a_h2.eq(gf_square(bn.h))]
             with m.If(live_a):
                 m.d.sync += own_a.eq(bn)
 
@@ -444,35 +450,91 @@ class GcmEngine(wiring.Component):
         b_st = Signal(GcmState)
         b_en = Signal()
         b_x = Signal(128)
+        b_h = Signal(128)
+        b_h2 = Signal(128)
         with m.If(adv):
-            m.d.sync += [b_s.eq(s), b_ej0.eq(a_g), b_st.eq(bn), b_en.eq(gh_en), b_x.eq(gh_x)]
+            m.d.sync += [b_s.eq(s), b_ej0.eq(a_g), b_st.eq(bn), b_en.eq(gh_en), b_x.eq(gh_x),
+                         b_h.eq(bn.h), b_h2.eq(a_h2)]
             with m.If(live_b):
                 m.d.sync += own_b.eq(bn)
 
-        # ---- stage C: GHASH, acc = (acc ^ x) * H
+        # ---- stages C1, C2: GHASH with a two-stage multiplier and two lanes.
+        # Blocks alternate between two accumulators (``lane``: the next one);
+        # each is multiplied by H^2, except the length block by H, and the
+        # length block's stage folds acc ^ acc1 ^ E_K(J0) into the tag:
+        # sum X_i H^(n-i+1) as GCM defines it. A lane's value is needed again
+        # two blocks (so at least two cycles) later: the multiply has two
+        # cycles. C1 owns ``lane`` and starts the multiply (partial sums
+        # registered); C2 owns the accumulators and finishes it.
         s = b_s
-        live_c = s.op != _Op.NONE
-        own_c = Signal(GcmState)
+        live_c1 = s.op != _Op.NONE
+        own_c1 = Signal(GcmState)
+        own_c2 = Signal(GcmState)
+        c1_s = Signal(_Slot)
+        c1_st = Signal(GcmState)
         bc = Signal(GcmState)
-        restore(bc, b_st, own_c, s.load, _OWN_C)
+        restore(bc, b_st, own_c1, s.load, _OWN_C1)
+        bn = Signal(GcmState)
+        m.d.comb += bn.eq(bc)
+        # The lane this block joins: last written by a block at least two
+        # cycles back (the block one cycle back went to the other lane), so its
+        # value is a register: the restored one, the one restored by the slot
+        # now in C2 (same context), or C2's own.
+        prev0, prev1 = Signal(128), Signal(128)
+        with m.If(s.load):
+            m.d.comb += [prev0.eq(b_st.acc), prev1.eq(b_st.acc1)]
+        with m.Elif((c1_s.op != _Op.NONE) & c1_s.load):
+            m.d.comb += [prev0.eq(c1_st.acc), prev1.eq(c1_st.acc1)]
+        with m.Else():
+            m.d.comb += [prev0.eq(own_c2.acc), prev1.eq(own_c2.acc1)]
+        mul_b = Signal(128)
+        mul_k = Signal(128)
+        m.d.comb += [mul_b.eq(Mux(bc.lane, prev1, prev0) ^ b_x),
+                     mul_k.eq(Mux(s.op == _Op.LEN, b_h, b_h2))]
+        parts = gf_mul_parts(m, mul_k, mul_b, _MUL_PARTS, name="ghash")
+        with m.If(b_en):
+            m.d.comb += bn.lane.eq(~bc.lane)
+        with m.If(s.op == _Op.LEN):
+            m.d.comb += bn.lane.eq(0)
+        c1_parts = [Signal(128, name=f"c1_part{i}") for i in range(_MUL_PARTS)]
+        c1_en = Signal()
+        c1_lane = Signal()
+        c1_ej0 = Signal(128)
+        with m.If(adv):
+            m.d.sync += [c1_s.eq(s), c1_st.eq(bn), c1_en.eq(b_en), c1_lane.eq(bc.lane),
+                         c1_ej0.eq(b_ej0)]
+            m.d.sync += [r.eq(p) for r, p in zip(c1_parts, parts)]
+            with m.If(live_c1):
+                m.d.sync += own_c1.eq(bn)
+
+        s = c1_s
+        live_c2 = s.op != _Op.NONE
+        bc = Signal(GcmState)
+        restore(bc, c1_st, own_c2, s.load, _OWN_C2)
         bn = Signal(GcmState)
         m.d.comb += bn.eq(bc)
         ej0 = Signal(128)
-        # H is the operand whose multiples a*x^j are formed: H only changes at a
-        # load, so the accumulator loop is only the AND-XOR tree.
-        prod = gf_mul(m, bc.h, bc.acc ^ b_x, name="ghash")
-        with m.If(b_en):
-            m.d.comb += bn.acc.eq(prod)
+        prod = Signal(128)
+        px = c1_parts[0]
+        for p in c1_parts[1:]:
+            px = px ^ p
+        m.d.comb += prod.eq(px)
         with m.If(s.op == _Op.LEN):
-            m.d.comb += [bn.acc.eq(prod ^ ej0), bn.final.eq(1)]
+            m.d.comb += [bn.acc.eq(prod ^ Mux(c1_lane, bc.acc, bc.acc1) ^ ej0), bn.acc1.eq(0),
+                         bn.final.eq(1)]
+        with m.Elif(c1_en):
+            with m.If(c1_lane):
+                m.d.comb += bn.acc1.eq(prod)
+            with m.Else():
+                m.d.comb += bn.acc.eq(prod)
         c_s = Signal(_Slot)
         c_st = Signal(GcmState)
         with m.If(adv):
             m.d.sync += [c_s.eq(s), c_st.eq(bn)]
-            with m.If(live_c):
-                m.d.sync += own_c.eq(bn)
+            with m.If(live_c2):
+                m.d.sync += own_c2.eq(bn)
             with m.If(s.op == _Op.EJ0):
-                m.d.sync += ej0.eq(b_ej0)
+                m.d.sync += ej0.eq(c1_ej0)
 
         # ---- stage D: tag bytes, tag check, outputs
         s = c_s

@@ -26,7 +26,7 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["coeffs", "from_coeffs", "gf_mul", "gf_mul_ref", "GfMul"]
+__all__ = ["coeffs", "from_coeffs", "gf_mul", "gf_mul_parts", "gf_square", "gf_mul_ref", "GfMul"]
 
 
 def coeffs(v):
@@ -39,12 +39,14 @@ def from_coeffs(c):
     return Cat(*[c[8 * (b // 8) + 7 - (b % 8)] for b in range(128)])
 
 
-def gf_mul(m, a, b, name="gfm"):
-    """Combinational GHASH product of two packed 128-bit blocks.
+def gf_mul_parts(m, a, b, parts=1, name="gfm"):
+    """Combinational GHASH product of two packed blocks, as ``parts`` partial sums.
 
-    Adds the logic to module ``m`` and returns a 128-bit signal. The unreduced
-    product goes through a named signal so that the per-bit reduction XORs read
-    its bits instead of copying the whole product expression.
+    The XOR of the returned packed 128-bit signals is ``a * b``; a pipelined
+    multiplier registers them and XORs them in the next stage. ``a`` is the
+    operand whose multiples ``a * x^j`` are formed (a shift and a conditional
+    XOR each); ``b`` only selects them, so a value in a feedback loop should be
+    ``b``: its path is the AND-XOR tree alone.
     """
     ca, cb = Signal(128, name=f"{name}_a"), Signal(128, name=f"{name}_b")
     m.d.comb += [ca.eq(coeffs(a)), cb.eq(coeffs(b))]
@@ -60,18 +62,57 @@ def gf_mul(m, a, b, name="gfm"):
         m.d.comb += vj.eq(v)
         terms.append(vj & cb[j].replicate(128))
         v = Cat(C(0, 1), vj[:127]) ^ (vj[127].replicate(128) & C(0x87, 128))
-    level = 0
-    while len(terms) > 1:     # a balanced XOR tree, one named signal per node
-        nxt = []
-        for k in range(0, len(terms), 2):
-            t = Signal(128, name=f"{name}_x{level}_{k // 2}")
-            m.d.comb += t.eq(terms[k] ^ terms[k + 1] if k + 1 < len(terms) else terms[k])
-            nxt.append(t)
-        terms, level = nxt, level + 1
-    out = terms[0]
-    res = Signal(128, name=f"{name}_p")
-    m.d.comb += res.eq(from_coeffs(out))
-    return res
+    outs = []
+    per = 128 // parts
+    for p in range(parts):
+        group = terms[p * per:(p + 1) * per]
+        level = 0
+        while len(group) > 1:     # a balanced XOR tree, one named signal per node
+            nxt = []
+            for k in range(0, len(group), 2):
+                t = Signal(128, name=f"{name}_p{p}_x{level}_{k // 2}")
+                m.d.comb += t.eq(group[k] ^ group[k + 1] if k + 1 < len(group) else group[k])
+                nxt.append(t)
+            group, level = nxt, level + 1
+        res = Signal(128, name=f"{name}_p{p}")
+        m.d.comb += res.eq(from_coeffs(group[0]))
+        outs.append(res)
+    return outs
+
+
+def gf_mul(m, a, b, name="gfm"):
+    """Combinational GHASH product of two packed 128-bit blocks.
+
+    Adds the logic to module ``m`` and returns a 128-bit signal.
+    """
+    return gf_mul_parts(m, a, b, 1, name)[0]
+
+
+def _square_matrix():
+    # Column i: x^(2i) mod P, GCM's P = x^128 + x^7 + x^2 + x + 1.
+    cols = []
+    for i in range(128):
+        v = 1 << (2 * i)
+        for k in range(254, 127, -1):
+            if v >> k & 1:
+                v ^= (1 << k) | (0x87 << (k - 128))
+        cols.append(v)
+    return cols
+
+
+def gf_square(a):
+    """``a * a`` in GF(2^128) of a packed block: a linear map, a few XORs per bit."""
+    a = Value.cast(a)
+    pk = [8 * (k // 8) + 7 - (k % 8) for k in range(128)]   # coefficient k -> packed bit
+    cols = _square_matrix()
+    out = [None] * 128
+    for k in range(128):
+        src = [a[pk[i]] for i in range(128) if cols[i] >> k & 1]
+        x = src[0]
+        for b in src[1:]:
+            x = x ^ b
+        out[pk[k]] = x
+    return Cat(*out)
 
 
 def gf_mul_ref(x: bytes, y: bytes) -> bytes:
