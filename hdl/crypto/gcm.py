@@ -23,7 +23,7 @@ The engine holds no connection state between segments. The first chunk of a
 segment carries ``load``: the engine takes one :class:`GcmState` from
 ``i_state`` with it. The last chunk of a segment may carry ``save``: the engine
 emits the updated :class:`GcmState` on ``o_state`` after it. The state is one
-flat struct (975 bits) that a context table in block RAM can hold. A new record
+flat struct (1088 bits) that a context table in block RAM can hold. A new record
 is a fresh state (:func:`state_record`); a segment that starts mid-record
 without the record's earlier bytes is a *seek* state (:func:`state_seek`).
 
@@ -40,11 +40,28 @@ Pipeline
 --------
 ``front end`` (one register stage: decides what enters the AES pipeline this
 cycle and tracks counter and keystream position) -> :class:`~.aes.AesPipeline`
-(15 cycles, the chunk travels alongside its counter block) -> ``back end``
-(keystream window, GHASH packing and the single-cycle multiply, tag) -> output
-registers. Latency from chunk accepted to chunk out: 16 cycles. Back-pressure on
-any output stalls the whole pipeline (a global enable); ``valid`` of every
-output is a register and never depends on ``ready``.
+(15 cycles, the chunk travels alongside its counter block) -> back end, six
+register stages: ``R`` (AES output and the restored state registered), ``A``
+(keystream window, lengths, H and H^2), ``B`` (GHASH block packing), ``C1`` and
+``C2`` (the GHASH multiply in two halves, two interleaved accumulators), ``D``
+(tag bytes and check; the output registers). Each back-end stage owns a group
+of state fields and keeps the current context's values in its own loop
+register; on a ``load`` slot it takes them from the restored state, which
+travels down the pipeline with the slot, and the saved state is assembled at
+``D``. Latency from chunk accepted to chunk out: 21 cycles. Back-pressure on any
+output stalls the whole pipeline (a global enable); ``valid`` of every output is
+a register and never depends on ``ready``.
+
+GHASH lanes
+-----------
+The multiply takes two cycles, so a block cannot use the product of the block
+just before it. Blocks alternate between two accumulators (``acc``, ``acc1``,
+``lane`` says which is next); each block is multiplied by ``H^2``, the length
+block (always the last) by ``H``, and the length block's ``C2`` folds
+``acc ^ acc1 ^ E_K(J0)`` into the tag. That is ``sum X_i H^(n-i+1)``: the lane
+of the last block holds ``X_n H + X_(n-2) H^3 + ...``, the other lane
+``X_(n-1) H^2 + X_(n-3) H^4 + ...``. ``H^2`` is computed from ``H`` in stage
+``A`` by a linear squarer (a few XORs per bit), so the state holds only ``H``.
 
 Keystream alignment
 -------------------
@@ -254,8 +271,9 @@ class GcmEngine(wiring.Component):
     o_tag: Out(stream.Signature(TagResult))
 
     def __init__(self, fifo_depth=16):
-        # Loads in flight between front end and back end; the pipeline holds at
-        # most LATENCY chunks, so 16 never stalls even for one-chunk segments.
+        # Loads in flight between the front end and the AES output (where the
+        # FIFO is read); the AES pipeline holds at most 15 slots, so 16 never
+        # stalls even for one-chunk segments.
         self.fifo_depth = fifo_depth
         super().__init__()
 
@@ -266,9 +284,11 @@ class GcmEngine(wiring.Component):
 
         o_chunk, o_state, o_tag = self.o_chunk, self.o_state, self.o_tag
         # Global enable: everything moves when no output register is stuck.
-        adv = Signal()
-        m.d.comb += adv.eq((~o_chunk.valid | o_chunk.ready) & (~o_state.valid | o_state.ready)
-                           & (~o_tag.valid | o_tag.ready))
+        # Global enable, a register: every output has a two-entry buffer, and
+        # the pipeline moves in the next cycle only if each buffer will then
+        # hold at most one beat (so the beat that cycle may deliver fits).
+        # ``ready`` thus reaches one flip-flop, not the ~14 k enables.
+        adv = Signal(init=1)
         m.d.comb += aes.en.eq(adv)
 
         # ---------------------------------------------------------------- front end
@@ -561,28 +581,46 @@ class GcmEngine(wiring.Component):
             m.d.comb += [bn.tpos.eq(bc.tpos + cnt),
                          tag_done.eq((bc.tpos < 16) & (bc.tpos + cnt >= 16))]
 
-        # Outputs: a transfer clears valid; a new beat (only when adv) sets it.
-        with m.If(o_chunk.ready):
-            m.d.sync += o_chunk.valid.eq(0)
-        with m.If(o_state.ready):
-            m.d.sync += o_state.valid.eq(0)
-        with m.If(o_tag.ready):
-            m.d.sync += o_tag.valid.eq(0)
+        # Outputs: two-entry buffers (b0 drives the port, b1 is the skid slot).
+        push_c, push_s, push_t = Signal(), Signal(), Signal()
+        beat_c = Signal(OutChunk)
+        beat_t = Signal(TagResult)
+        m.d.comb += [
+            beat_c.data.eq(dout), beat_c.count.eq(cnt), beat_c.kind.eq(s.kind),
+            beat_t.tag.eq(bc.acc), beat_t.computed.eq(~bc.seeked),
+            beat_t.ok.eq(~bc.seeked & ~bn.bad),
+        ]
         with m.If(adv & live_d):
             m.d.sync += own_d.eq(bn)
             with m.If(s.op == _Op.CHUNK):
-                m.d.sync += [
-                    o_chunk.valid.eq(1), o_chunk.payload.data.eq(dout),
-                    o_chunk.payload.count.eq(cnt), o_chunk.payload.kind.eq(s.kind),
-                ]
-                with m.If(s.save):
-                    m.d.sync += [o_state.valid.eq(1), o_state.payload.eq(bn)]
-                with m.If(tag_done):
-                    m.d.sync += [
-                        o_tag.valid.eq(1), o_tag.payload.tag.eq(bc.acc),
-                        o_tag.payload.computed.eq(~bc.seeked),
-                        o_tag.payload.ok.eq(~bc.seeked & ~bn.bad),
-                    ]
+                m.d.comb += [push_c.eq(1), push_s.eq(s.save), push_t.eq(tag_done)]
+        room = []
+        for name, port, push, beat in (("oc", o_chunk, push_c, beat_c),
+                                       ("os", o_state, push_s, bn),
+                                       ("ot", o_tag, push_t, beat_t)):
+            b1 = Signal.like(port.payload, name=f"{name}_skid")
+            v1 = Signal(name=f"{name}_v1")
+            pop = port.valid & port.ready
+            with m.If(pop):
+                with m.If(v1):
+                    m.d.sync += port.payload.eq(b1)
+                    with m.If(push):
+                        m.d.sync += b1.eq(beat)
+                    with m.Else():
+                        m.d.sync += v1.eq(0)
+                with m.Elif(push):
+                    m.d.sync += port.payload.eq(beat)
+                with m.Else():
+                    m.d.sync += port.valid.eq(0)
+            with m.Elif(push):
+                with m.If(port.valid):
+                    m.d.sync += [b1.eq(beat), v1.eq(1)]
+                with m.Else():
+                    m.d.sync += [port.payload.eq(beat), port.valid.eq(1)]
+            # Beats held after this cycle: at most one, or the next one may not fit.
+            n = port.valid.as_unsigned() + v1 + push - pop
+            room.append(n <= 1)
+        m.d.sync += adv.eq(Cat(*room).all())
         return m
 
 
