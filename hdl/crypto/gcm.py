@@ -228,7 +228,7 @@ _OWN_A = ("key", "aes256", "decrypt", "hgen", "h", "iv", "ctr", "prime", "ks", "
 _OWN_B = ("pbuf", "pcnt", "ptext")
 _OWN_C1 = ("lane",)
 _OWN_C2 = ("acc", "acc1", "final")
-_MUL_PARTS = 4        # partial sums registered between the two multiplier stages
+_MUL_PARTS = 8        # partial sums registered between the two multiplier stages
 _OWN_D = ("tpos", "bad")
 _BACK_STAGES = 6      # R, A, B, C1, C2, D (D is the output register)
 
@@ -470,11 +470,10 @@ class GcmEngine(wiring.Component):
         b_st = Signal(GcmState)
         b_en = Signal()
         b_x = Signal(128)
-        b_h = Signal(128)
-        b_h2 = Signal(128)
+        b_k = Signal(128)          # the multiplier's constant: H for the length block, else H^2
         with m.If(adv):
             m.d.sync += [b_s.eq(s), b_ej0.eq(a_g), b_st.eq(bn), b_en.eq(gh_en), b_x.eq(gh_x),
-                         b_h.eq(bn.h), b_h2.eq(a_h2)]
+                         b_k.eq(Mux(s.op == _Op.LEN, bn.h, a_h2))]
             with m.If(live_b):
                 m.d.sync += own_b.eq(bn)
 
@@ -508,10 +507,8 @@ class GcmEngine(wiring.Component):
         with m.Else():
             m.d.comb += [prev0.eq(own_c2.acc), prev1.eq(own_c2.acc1)]
         mul_b = Signal(128)
-        mul_k = Signal(128)
-        m.d.comb += [mul_b.eq(Mux(bc.lane, prev1, prev0) ^ b_x),
-                     mul_k.eq(Mux(s.op == _Op.LEN, b_h, b_h2))]
-        parts = gf_mul_parts(m, mul_k, mul_b, _MUL_PARTS, name="ghash")
+        m.d.comb += mul_b.eq(Mux(bc.lane, prev1, prev0) ^ b_x)
+        parts = gf_mul_parts(m, b_k, mul_b, _MUL_PARTS, name="ghash")
         with m.If(b_en):
             m.d.comb += bn.lane.eq(~bc.lane)
         with m.If(s.op == _Op.LEN):
