@@ -48,6 +48,71 @@ def _from_log(log):
     return util, fmax, stage
 
 
+_LEVEL = {"LUT4": 1.0, "PFUMX": 0.25, "L6MUX21": 0.25, "CCU2C": 0.15}
+_SEQ = ("TRELLIS_FF", "DP16KD", "TRELLIS_DPR16X4", "MULT18X18D")
+
+
+def logic_depth(netlist, top, worst=5):
+    """Deepest register-to-register paths of a ``synth_ecp5`` netlist, in LUT levels.
+
+    A quick proxy for the critical path, available right after Yosys: a LUT4
+    counts 1, a PFUMX/L6MUX21 (wide-function mux) 0.25, a carry cell 0.15.
+    Returns ``[(levels, endpoint net, start net)]``, deepest first, one per endpoint
+    register name.
+    """
+    import sys as _sys
+    d = json.loads(Path(netlist).read_text())
+    mod = d["modules"][top]
+    names = {}
+    for n, v in mod["netnames"].items():
+        for b in v["bits"]:
+            if isinstance(b, int) and (b not in names or len(n) < len(names[b])):
+                names[b] = n
+    drv = {}
+    for c in mod["cells"].values():
+        w = _LEVEL.get(c["type"])
+        if w is None:
+            continue
+        dirs, conn = c["port_directions"], c["connections"]
+        ins = [b for p, bs in conn.items() if dirs[p] == "input" for b in bs if isinstance(b, int)]
+        for p, bs in conn.items():
+            if dirs[p] == "output":
+                for b in bs:
+                    if isinstance(b, int):
+                        drv[b] = (ins, w)
+    memo = {}
+    _sys.setrecursionlimit(max(_sys.getrecursionlimit(), 200000))
+
+    def arr(b):
+        if b not in memo:
+            memo[b] = (0.0, None)
+            if b in drv:
+                ins, w = drv[b]
+                best = max(((arr(i)[0], i) for i in ins), default=(0.0, None))
+                memo[b] = (best[0] + w, best[1])
+        return memo[b]
+    ends = []
+    for c in mod["cells"].values():
+        if c["type"] in _SEQ:
+            for p, bs in c["connections"].items():
+                if c["port_directions"][p] == "input":
+                    ends += [(arr(b)[0], b) for b in bs if isinstance(b, int)]
+    ends.sort(key=lambda e: -e[0])
+    out, seen = [], set()
+    for lv, b in ends:
+        x = b
+        while arr(x)[1] is not None:
+            x = arr(x)[1]
+        key = names.get(b, str(b)).split("_TRELLIS")[0]
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((lv, names.get(b, str(b)), names.get(x, str(x))))
+        if len(out) >= worst:
+            break
+    return out
+
+
 def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0, seed=1,
           tag="", route_timeout=None, no_route=False, reuse=False):
     """Run the build; return a dict of figures.
@@ -87,6 +152,8 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
         util = rep.get("utilization", {})
         fmax = {k: round(v.get("achieved", 0), 1) for k, v in rep.get("fmax", {}).items()}
         stage = "placement (--no-route)" if no_route else "routed"
+        if not fmax:       # --no-route: the report has no timing; the log has the estimate
+            fmax = _from_log((out / "nextpnr.log").read_text())[1]
     else:
         rep = {}
         util, fmax, stage = _from_log((out / "nextpnr.log").read_text())
@@ -113,6 +180,8 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
         "lut4": used("TRELLIS_COMB"), "ff": used("TRELLIS_FF"), "ebr": used("DP16KD"),
         "dsp": used("MULT18X18D"), "ramw": used("TRELLIS_RAMW"),
         "fmax_mhz": fmax, "fmax_after": stage, "target_mhz": freq, "critical_path": crit,
+        "lut_levels": [{"levels": lv, "to": to[:80], "from": fr[:80]}
+                       for lv, to, fr in logic_depth(out / f"{top}.json", top)],
         "yosys_s": round(t1 - t0, 1), "nextpnr_s": round(t2 - t1, 1),
         "build_dir": str(out.relative_to(_REPO)),
     }
@@ -144,6 +213,8 @@ def main(argv: list[str]) -> int:
     for cp in res["critical_path"]:
         print(f"  critical path: {cp['logic_levels']} logic cells, {cp['logic_ns']} ns logic + "
               f"{cp['routing_ns']} ns routing; nets {' > '.join(cp['nets'])}")
+    for lv in res["lut_levels"][:3]:
+        print(f"  logic depth {lv['levels']} LUT levels: {lv['from']} -> {lv['to']}")
     print(f"  yosys {res['yosys_s']} s, nextpnr {res['nextpnr_s']} s; logs in {res['build_dir']}")
     return 0
 
