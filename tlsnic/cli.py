@@ -31,12 +31,17 @@ def _cmd_sim(args):
               file=sys.stderr)
         return 2
     t0 = time.perf_counter()
+    from .cosim.scenarios import MULTI_PORT
     if args.sim == "model":
         results = {n: run_on_model(n) for n in names}
     else:
         from .cosim.cocotb_scenarios import run_on_gateware
-        results = run_on_gateware([(n, n, {}) for n in names], sim=args.sim, waves=args.waves,
-                                  tag="cli")
+        # One simulation per card shape: most scenarios need one port, some more.
+        results = {}
+        for ports in sorted({MULTI_PORT.get(n, 1) for n in names}):
+            batch = [(n, n, {}) for n in names if MULTI_PORT.get(n, 1) == ports]
+            results.update(run_on_gateware(batch, ports=ports, sim=args.sim, waves=args.waves,
+                                           tag=f"cli{ports}"))
     failures = 0
     print(f"{'scenario':22} {'frames out':>10} {'frames in':>9} {'tx cpl':>7}  vs model")
     for name in names:
@@ -45,10 +50,12 @@ def _cmd_sim(args):
             failures += 1
             print(f"{name:22} ERROR\n{got['error']}")
             continue
-        verdict = "-" if args.sim == "model" else ("same" if got == run_on_model(name) else "DIFFERS")
+        verdict = "-" if args.sim == "model" else (
+            "same" if got == run_on_model(name) else "DIFFERS")
         failures += verdict == "DIFFERS"
         wire = sum(len(v) for v in got.get("wire", {}).values())
-        print(f"{name:22} {wire:>10} {len(got.get('rx', [])):>9} "
+        received = len(got.get("rx", [])) + sum(len(v) for v in got.get("rx_by_port", {}).values())
+        print(f"{name:22} {wire:>10} {received:>9} "
               f"{len(got.get('tx_completions', [])):>7}  {verdict}")
     print(f"{len(names)} scenario(s) on {args.sim} in {time.perf_counter() - t0:.1f} s, "
           f"{failures} failure(s)")
