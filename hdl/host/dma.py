@@ -146,20 +146,27 @@ def write_entry(m, port, addr, entry, start):
     return done, done & port.status.payload.error
 
 
-class DmaReader(wiring.Component):
-    """Reads ``length`` bytes at ``addr`` and streams them packed from byte 0.
+class _DmaEngine(wiring.Component):
+    """A DMA engine: a client port (``PORT`` signature) and an AXI4 manager.
 
     Parameters
     ----------
     max_burst : int
         Beats per AXI burst at most (power of two, <= 256).
     """
+    PORT = None
+
     def __init__(self, *, max_burst=32):
         self.max_burst = max_burst
         super().__init__({
-            "port": In(DmaReadPort()),
+            "port": In(self.PORT),
             "axi":  Out(AxiSignature(addr_width=64, data_width=64)),
         })
+
+
+class DmaReader(_DmaEngine):
+    """Reads ``length`` bytes at ``addr`` and streams them packed from byte 0."""
+    PORT = DmaReadPort()
 
     def elaborate(self, platform):
         m = Module()
@@ -245,20 +252,9 @@ class DmaReader(wiring.Component):
         return m
 
 
-class DmaWriter(wiring.Component):
-    """Writes ``length`` bytes at ``addr`` from a stream of words packed from byte 0.
-
-    Parameters
-    ----------
-    max_burst : int
-        Beats per AXI burst at most (power of two, <= 256).
-    """
-    def __init__(self, *, max_burst=32):
-        self.max_burst = max_burst
-        super().__init__({
-            "port": In(DmaWritePort()),
-            "axi":  Out(AxiSignature(addr_width=64, data_width=64)),
-        })
+class DmaWriter(_DmaEngine):
+    """Writes ``length`` bytes at ``addr`` from a stream of words packed from byte 0."""
+    PORT = DmaWritePort()
 
     def elaborate(self, platform):
         m = Module()

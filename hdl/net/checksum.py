@@ -19,7 +19,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from tlsnic.abi import CsumStatus, L3Proto, L4Proto
-from .frame import FrameWord, WORD_BYTES, keep_count
+from .frame import FrameWord, WORD_BYTES, header_window, keep_count
 from .parse import HeaderInfo, WINDOW_WORDS, parse_window
 
 __all__ = ["ChecksumResult", "ChecksumEngine"]
@@ -92,15 +92,7 @@ class ChecksumEngine(wiring.Component):
         parsed = Signal()                            # this frame's info is queued
 
         word = self.i.payload
-        masked = Cat((word.data.word_select(k, 8) & word.keep[k].replicate(8)) for k in range(WORD_BYTES))
-        window_now = Signal.like(window)
-        m.d.comb += window_now.eq(window)
-        for k in range(WINDOW_WORDS):
-            with m.If(in_index == k):
-                m.d.comb += window_now.word_select(k, 64).eq(masked)
-                if k == 0:
-                    # A new frame: forget the previous frame's window.
-                    m.d.comb += window_now[64:].eq(0)
+        window_now = header_window(m, word, in_index, window)
         info_now = parse_window(m, window_now)
         parse_now = ~parsed & ((in_index == WINDOW_WORDS - 1) | word.last)
 

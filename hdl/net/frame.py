@@ -8,7 +8,7 @@ order), every word full except the last.
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 
-__all__ = ["FrameWord", "WORD_BYTES", "keep_count", "from_axis", "to_axis"]
+__all__ = ["FrameWord", "WORD_BYTES", "keep_count", "header_window", "from_axis", "to_axis"]
 
 WORD_BYTES = 8
 
@@ -22,6 +22,27 @@ class FrameWord(data.Struct):
 def keep_count(keep):
     """Number of valid bytes (0..8) in a contiguous ``keep`` mask."""
     return sum(keep[i] for i in range(WORD_BYTES))
+
+
+def header_window(m, word, index, window):
+    """The first ``len(window) // 64`` words of a frame, as they stand with
+    ``word`` (the frame's word number ``index``) included: driven
+    combinationally, for the caller to register into ``window`` on each beat.
+
+    Bytes past the frame's end read as zero (``keep`` masks them, and word 0
+    clears whatever the previous frame left), so parsing a short frame is
+    deterministic: the model in ``cosim/model.py`` reads the same zeros.
+    """
+    masked = Cat(word.data.word_select(k, 8) & word.keep[k].replicate(8)
+                 for k in range(WORD_BYTES))
+    window_now = Signal.like(window)
+    m.d.comb += window_now.eq(window)
+    for k in range(len(window) // 64):
+        with m.If(index == k):
+            m.d.comb += window_now.word_select(k, 64).eq(masked)
+            if k == 0:
+                m.d.comb += window_now[64:].eq(0)
+    return window_now
 
 
 def from_axis(m, axis, frames):

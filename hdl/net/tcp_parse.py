@@ -18,7 +18,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .frame import FrameWord, WORD_BYTES
+from .frame import FrameWord, header_window
 
 __all__ = ["TCP_WINDOW_WORDS", "TcpInfo", "TcpParser"]
 
@@ -79,15 +79,7 @@ class TcpParser(wiring.Component):
         window = Signal(TCP_WINDOW_WORDS * 64)
         decoded = Signal()
 
-        masked = Cat(word.data.word_select(k, 8) & word.keep[k].replicate(8)
-                     for k in range(WORD_BYTES))
-        window_now = Signal.like(window)
-        m.d.comb += window_now.eq(window)
-        for k in range(TCP_WINDOW_WORDS):
-            with m.If(index == k):
-                m.d.comb += window_now.word_select(k, 64).eq(masked)
-                if k == 0:
-                    m.d.comb += window_now[64:].eq(0)
+        window_now = header_window(m, word, index, window)
         with m.If(beat):
             m.d.sync += window.eq(window_now)
             with m.If(word.last):
