@@ -588,6 +588,13 @@ class KtlsSocket:
         if isinstance(version, str):
             version = VERSION_MINOR.get(version, version)
         minor = version.value if isinstance(version, TlsVersion) else version
+        if isinstance(cipher, str) and "CBC" in cipher.upper():
+            # FreeBSD's software kTLS does AES-CBC (TLS 1.0 with its empty
+            # fragments, 1.1, 1.2); this driver and card are AEAD only. Say so,
+            # instead of "unknown", so the caller keeps the session in user space.
+            raise KtlsError(errno.EINVAL, f"{cipher}: CBC suites (TLS 1.0 empty fragments, "
+                            f"MAC-then-encrypt) are not supported; kTLS here offers "
+                            f"{', '.join(CIPHERS)} only")
         if cipher not in CIPHERS:
             raise KtlsError(errno.EINVAL, f"unknown cipher suite {cipher!r}")
         if minor in (1, 2):

@@ -5,14 +5,17 @@ is decrypted here with ``cryptography``'s AESGCM (nonce and AAD built in this
 file from RFC 5288 / RFC 8446, not from the model or the driver) and
 compared with the plaintext written; every retransmitted byte must equal the
 byte first sent; Scapy verifies the checksums. Tests named ``test_edgeN_*``
-cover edge case N of the driver anchors.
+cover edge case N of the driver anchors. After every test (both modules) an
+autouse fixture closes each socket the test made and checks that no context,
+tag, descriptor reference or host buffer is left, in driver and card.
 """
 
 import asyncio
 import errno
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
@@ -31,10 +34,57 @@ from tlsnic.driver.tcp import TcpFlow
 KEYS = {"AES-128-GCM": bytes(range(0x10, 0x20)), "AES-256-GCM": bytes(range(0x40, 0x60))}
 IV12 = bytes.fromhex("a0a1a2a3a4a5a6a7a8a9aaab")
 SIZES = (0, 1, 15, 16, 17, 1447, 1448, 16384)
+TLS_CT_ALERT, TLS_CT_HANDSHAKE, TLS_CT_APPDATA = 21, 22, 23
 
 
 def run(coro):
     return asyncio.run(coro)
+
+
+# --- no leaks, after every test -------------------------------------------------------
+
+#: Harnesses opened by the running test (both test modules register theirs).
+LIVE_HARNESSES = []
+
+
+async def assert_no_leaks(h, sockets):
+    """Close every socket of ``h`` the test opened; then nothing may be left.
+
+    Driver: no tag in use (per port too), no descriptor holding a reference,
+    no FREE pending. Card: no live context, and as many contexts freed as
+    created. Host memory: back to the rings and RX buffers of ``open``.
+    """
+    for sock in sockets:
+        if sock.ktls is h.ktls:
+            await sock.close()
+    ktls, nic = h.ktls, h.nic
+    await ktls.flush()
+    assert ktls.tags_in_use == 0 and sum(ktls.port_in_use.values()) == 0, "driver tags leaked"
+    assert not ktls._posted and not ktls._to_free and not ktls._freeing
+    assert nic.tls_tx.in_use == 0, "card contexts leaked"
+    assert nic.counters[Counter.TX_TLS_CTX] == nic.counters[Counter.TX_TLS_CTX_FREED]
+    assert len(nic.memory._regions) == h.baseline, "host buffers leaked"
+
+
+@pytest.fixture(autouse=True)
+def no_leaks_after_test(monkeypatch):
+    """Every test ends with contexts and tags in use back to zero in driver and card.
+
+    Every :class:`KtlsSocket` the test creates is recorded (also those made
+    without a harness), so a test that forgets one cannot hide a leak.
+    """
+    sockets = []
+    init = KtlsSocket.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        sockets.append(self)
+    monkeypatch.setattr(KtlsSocket, "__init__", recording_init)
+    LIVE_HARNESSES.clear()
+    yield
+    harnesses, LIVE_HARNESSES[:] = list(LIVE_HARNESSES), []
+    for h in harnesses:
+        run(assert_no_leaks(h, sockets))
 
 
 # --- harness --------------------------------------------------------------------------
@@ -43,7 +93,8 @@ class Harness:
     """A TLS-enabled model, an opened device, the kTLS driver and one socket."""
 
     def __init__(self, version="1.2", cipher="AES-128-GCM", *, mss=1448, strategy="dump",
-                 iss=1000, rec_seq=7, contexts=256, flow=None, hw_mtu=1500, ports=1):
+                 iss=1000, rec_seq=7, contexts=256, flow=None, hw_mtu=1500, ports=1,
+                 rexmit_pct=2):
         self.nic = ReferenceNic(tls=True, tx_contexts=contexts, ports=ports)
         self.dev = Device(self.nic)
         self.version, self.cipher = version, cipher
@@ -52,12 +103,16 @@ class Harness:
         self.iss, self.rec_seq, self.mss, self.strategy = iss, rec_seq, mss, strategy
         self.flow = flow or TcpFlow()
         self.hw_mtu = hw_mtu
+        self.rexmit_pct = rexmit_pct
         self.plaintext = []
         self.wire = []
 
     async def open(self):
         await self.dev.open(tx_log=10, rx_log=2)
-        self.ktls = KtlsDriver(self.dev, strategy=self.strategy, hw_mtu=self.hw_mtu, seed=5)
+        self.ktls = KtlsDriver(self.dev, strategy=self.strategy, hw_mtu=self.hw_mtu, seed=5,
+                               ifnet_max_rexmit_pct=self.rexmit_pct)
+        self.baseline = len(self.nic.memory._regions)     # rings and RX buffers
+        LIVE_HARNESSES.append(self)
         self.sock = await self.new_socket()
         return self
 
@@ -105,7 +160,20 @@ def reassemble(frames, iss, flow=None):
 
 
 def oracle_decrypt(version, key, iv, first_seqno, stream):
-    """Independent TLS 1.2 / 1.3 AES-GCM record decryption of a whole stream."""
+    """Independent TLS 1.2 / 1.3 AES-GCM decryption of a stream of application data records."""
+    records = oracle_records(version, key, iv, first_seqno, stream)
+    assert all(record_type == TLS_CT_APPDATA for record_type, _ in records)
+    return [plaintext for _, plaintext in records]
+
+
+def oracle_records(version, key, iv, first_seqno, stream, aead=AESGCM):
+    """Like :func:`oracle_decrypt`, keeping each record's content type: ``[(type, plaintext)]``.
+
+    TLS 1.3 (RFC 8446 5.2): the header must say 0x17 / 0x0303 whatever the
+    record is; the real type is the last non-zero byte of the inner
+    plaintext; the nonce is the IV xor the record number. ChaCha20-Poly1305
+    in TLS 1.2 (RFC 7905) has no explicit nonce: IV xor record number too.
+    """
     out, pos, seqno = [], 0, first_seqno
     while pos < len(stream):
         header = stream[pos:pos + 5]
@@ -113,17 +181,15 @@ def oracle_decrypt(version, key, iv, first_seqno, stream):
         length = int.from_bytes(header[3:5], "big")
         body = stream[pos + 5:pos + 5 + length]
         assert len(body) == length
+        xor_nonce = bytes(a ^ b for a, b in zip(iv, seqno.to_bytes(12, "big")))
         if version == "1.2":
-            nonce = iv + body[:8]
-            aad = seqno.to_bytes(8, "big") + header[:3] + (length - 24).to_bytes(2, "big")
-            plain = AESGCM(key).decrypt(nonce, body[8:], aad)
+            nonce, sealed = (iv + body[:8], body[8:]) if aead is AESGCM else (xor_nonce, body)
+            aad = seqno.to_bytes(8, "big") + header[:3] + (len(sealed) - 16).to_bytes(2, "big")
+            out.append((header[0], aead(key).decrypt(nonce, sealed, aad)))
         else:
-            assert header[0] == 23
-            nonce = bytes(a ^ b for a, b in zip(iv, seqno.to_bytes(12, "big")))
-            inner = AESGCM(key).decrypt(nonce, body, header)
-            assert inner[-1] == 23
-            plain = inner[:-1]
-        out.append(plain)
+            assert header[0] == 23, "TLS 1.3 outer type must be application_data"
+            inner = aead(key).decrypt(xor_nonce, body, header).rstrip(b"\0")
+            out.append((inner[-1], inner[:-1]))
         pos += 5 + length
         seqno += 1
     return out
@@ -247,6 +313,18 @@ def test_edge2_retransmit_last_segment_of_16k_record(strategy):
         else:
             # The segment carries the tag: it comes from the tag log.
             assert dumped == 0 and h.ktls.stats["resync_seek_tag"] == 1
+        # The share: 1000*700 // (10*(700 + 16452)) = 4 > 2, so this one
+        # retransmit moves the socket to software, once.
+        assert h.sock.tcp.t_snd_rxt_bytes == 700 and h.sock.tcp.t_sndbytes == 16452
+        assert h.sock.t_nic_ktls_xmit_dis and h.sock.session.mode == MODE_SW
+        assert h.ktls.stats["ifnet_disable_ok"] == 1 == h.ktls.stats["switch_to_sw"]
+        await h.sock.retransmit(h.iss + 5 + 8 + 16384 + 16 - 700, 700)   # old tag again
+        h.write((100,), fill=3)                                       # a software record
+        await h.sock.output()
+        h.frames()
+        assert h.ktls.stats["ifnet_disable_ok"] == 1 == h.ktls.stats["switch_to_sw"]
+        assert h.ktls.completions[-1].tag == 0
+        check_wire(h, h.wire)
     run(body())
 
 
@@ -577,3 +655,265 @@ def test_edge2_rexmit_pct_formula_below_threshold():
         h.frames()
         check_wire(h, h.wire)
     run(body())
+
+
+# --- edge case 7: zero-length records ---------------------------------------------------------
+
+@pytest.mark.parametrize("strategy", STRATS)
+@pytest.mark.parametrize("version", ("1.2", "1.3"))
+def test_edge7_zero_length_aead_records(version, strategy):
+    """Empty-plaintext records: alone, several in one segment, cut across
+    segments, between data records, and retransmitted from inside their tag.
+    Each decrypts to nothing under its own tag and record number."""
+    async def body():
+        h = await Harness(version, mss=64, strategy=strategy, rexmit_pct=100).open()
+        h.write((0, 0, 0, 50, 0, 1, 0))
+        await h.sock.output()
+        first = h.frames()
+        stream = check_wire(h, first)
+        empty_body = 8 + 16 if version == "1.2" else 1 + 16
+        starts = record_starts(stream)
+        lengths = [int.from_bytes(stream[p + 3:p + 5], "big") for p in starts]
+        assert [n == empty_body for n in lengths] == [True, True, True, False, True, False, True]
+        assert h.counter("TX_TLS_RECORDS") == 7
+        # Retransmit from the 4th byte of the tag of the fifth (empty) record.
+        hlen = 5 + (8 if version == "1.2" else 0)
+        seq = h.iss + starts[4] + 5 + empty_body - 16 + 3
+        await h.sock.retransmit(seq, 40)
+        again = h.frames()
+        assert again and all(c.status is TxStatus.OK for c in h.ktls.completions)
+        if strategy == "dump":
+            assert h.counter("TX_TLS_DUMP_BYTES") == seq - h.iss - starts[4] >= hlen
+        else:
+            assert h.ktls.stats["resync_seek_tag"] == 1 and h.counter("TX_TLS_DUMP_BYTES") == 0
+        check_wire(h, first + again)
+    run(body())
+
+
+def test_edge7_tls10_cbc_empty_fragment_not_supported():
+    """TLS 1.0 CBC (and its empty-fragment records) is not a suite here: a clear
+    EINVAL, and nothing of a session is left behind."""
+    async def body():
+        h = await Harness("1.2").open()
+        sock = KtlsSocket(h.ktls, TcpFlow(src_port=2), iss=h.iss)
+        with pytest.raises(KtlsError) as info:
+            await sock.enable_tx("1.0", "AES-128-CBC-SHA1", bytes(16), bytes(16))
+        assert info.value.errno == errno.EINVAL and "CBC" in str(info.value)
+        with pytest.raises(KtlsError) as info:
+            await sock.enable_tx("1.0", "AES-128-GCM", bytes(16), bytes(4))
+        assert info.value.errno == errno.EINVAL and "TLS 1.0" in str(info.value)
+        assert sock.session is None and h.ktls.tags_in_use == 1     # h.sock's only
+        assert (await sock.enable_tx("1.2", "AES-128-GCM", bytes(16), bytes(4))).mode == MODE_IFNET
+    run(body())
+
+
+# --- edge case 8: TLS 1.3 header, inner types, nonces ------------------------------------------
+
+@pytest.mark.parametrize("strategy", STRATS)
+@pytest.mark.parametrize("version", ("1.3", "1.2"))
+def test_edge8_record_types_outer_header_and_nonce(version, strategy):
+    """TLS 1.3: every header on the wire says 0x17 / 0x0303, the real type
+    (handshake, alert, data, set per record like TLS_SET_RECORD_TYPE) is the
+    inner type byte, and the nonce is the IV xor the record number (numbers
+    crossing a 16-bit carry, above 2**40). TLS 1.2 shows the type in the
+    header. Retransmits inside a handshake record and of the alert's tag."""
+    async def body():
+        rec_seq = (1 << 40) + 0xFFFE
+        h = await Harness(version, "AES-256-GCM", mss=536, strategy=strategy, rec_seq=rec_seq,
+                          rexmit_pct=100).open()
+        ticket = bytes([4, 0, 1, 0x2C]) + bytes(range(256)) + bytes(44)   # NewSessionTicket
+        records = [(TLS_CT_APPDATA, bytes(range(200)) * 3), (TLS_CT_HANDSHAKE, ticket),
+                   (TLS_CT_ALERT, b"\x01\x00"), (TLS_CT_APPDATA, b""),
+                   (TLS_CT_HANDSHAKE, bytes([8, 0, 0, 2, 0, 0])), (TLS_CT_APPDATA, b"z" * 900)]
+        for record_type, data in records:
+            h.sock.write(data, record_type=record_type)
+        await h.sock.output()
+        stream = reassemble(h.frames(), h.iss, h.flow)
+        starts = record_starts(stream)
+        await h.sock.retransmit(h.iss + starts[1] + 100, 150)        # inside the ticket
+        alert_tag = h.iss + starts[3] - 16
+        await h.sock.retransmit(alert_tag - 2, 10)                   # alert's tag
+        stream = reassemble(h.wire + h.frames(), h.iss, h.flow)
+        key, iv = KEYS["AES-256-GCM"], h.iv
+        assert oracle_records(version, key, iv, rec_seq, stream) == records
+        headers = [stream[p:p + 3] for p in starts]
+        if version == "1.3":
+            assert headers == [b"\x17\x03\x03"] * len(records)
+        else:
+            assert headers == [bytes([t, 3, 3]) for t, _ in records]
+        # Each record opens only under its own record number: the nonce moves.
+        p = starts[2]
+        header, body_ = stream[p:p + 5], stream[p + 5:starts[3]]
+        nonce = bytes(a ^ b for a, b in zip(iv, (rec_seq + 2).to_bytes(12, "big")))
+        wrong = bytes(a ^ b for a, b in zip(iv, (rec_seq + 3).to_bytes(12, "big")))
+        if version == "1.3":
+            assert AESGCM(key).decrypt(nonce, body_, header) == b"\x01\x00\x15"
+            with pytest.raises(InvalidTag):
+                AESGCM(key).decrypt(wrong, body_, header)
+        assert h.counter("TX_TLS_OOO") == 0
+    run(body())
+
+
+# --- many flows -----------------------------------------------------------------------------
+
+def _many_flow(i):
+    """Parameters of flow ``i`` of :func:`test_64_interleaved_flows`: all different."""
+    version = ("1.2", "1.3")[i % 2]
+    cipher = ("AES-128-GCM", "AES-256-GCM")[(i // 2) % 2]
+    key = bytes((i * 29 + j) & 0xFF for j in range(16 if cipher == "AES-128-GCM" else 32))
+    iv = bytes((i * 3 + 0x80 + j) & 0xFF for j in range(4 if version == "1.2" else 12))
+    if (i // 4) % 2:
+        flow = TcpFlow(src_addr=f"2001:db8::{i + 1:x}", dst_addr="2001:db8:1::2",
+                       src_port=20000 + i, ip_version=6)
+    else:
+        flow = TcpFlow(src_addr=f"192.0.2.{i + 1}", src_port=20000 + i)
+    return dict(version=version, cipher=cipher, key=key, iv=iv, flow=flow,
+                iss=(0xFFFF_F800 + i * 0x0101_0101) & 0xFFFF_FFFF,
+                rec_seq=(1 << 48) + i if i % 8 < 2 else i * 1000,
+                mss=(536, 1448)[(i // 8) % 2],
+                sizes=(i * 37 % 900 + 1, 0, 300 + i * 11))
+
+
+@pytest.mark.parametrize("strategy", STRATS)
+def test_64_interleaved_flows(strategy):
+    """64 sessions on one card (TLS 1.2/1.3, AES-128/256, IPv4/IPv6, MSS 536
+    and 1448, seq wraps, record numbers above 2**48), their segments
+    interleaved in one TX ring, every third flow retransmitting mid record
+    while the others' segments are queued; each flow's wire stream is
+    reassembled and decrypted on its own."""
+    async def body():
+        h = await Harness(rexmit_pct=100, strategy=strategy).open()
+        flows = []
+        for i in range(64):
+            f = _many_flow(i)
+            sock = KtlsSocket(h.ktls, f["flow"], iss=f["iss"], mss=f["mss"])
+            session = await sock.enable_tx(f["version"], f["cipher"], f["key"], f["iv"],
+                                           f["rec_seq"])
+            assert session.mode == MODE_IFNET
+            f["plain"] = [bytes((i + 5 * j + k) & 0xFF for k in range(n))
+                          for j, n in enumerate(f["sizes"])]
+            for data in f["plain"]:
+                sock.write(data, record_size=max(len(data), 1))
+            f["sock"], f["segs"] = sock, sock.tcp.new_segments()
+            flows.append(f)
+        assert h.nic.tls_tx.in_use == 65 == h.ktls.tags_in_use
+        rounds = max(len(f["segs"]) for f in flows)
+        for r in range(rounds):
+            for i, f in enumerate(flows):
+                if r < len(f["segs"]):
+                    await f["sock"].send_segments([f["segs"][r]], flush=False)
+                if r == 2 and i % 3 == 0:
+                    tcp = f["sock"].tcp
+                    await f["sock"].send_segments(tcp.rexmit_segments(f["iss"] + 40, 300),
+                                                  flush=False)
+        await h.ktls.flush()
+        packets = [c for c in h.ktls.completions if c.opcode is TxOpcode.PACKET]
+        assert all(c.status is TxStatus.OK for c in packets)
+        switches = sum(a.tag != b.tag for a, b in zip(packets, packets[1:]))
+        assert switches >= len(packets) // 2            # really interleaved in the ring
+        by_port = {}
+        for frame in h.frames():
+            by_port.setdefault(Ether(frame)[TCP].sport, []).append(frame)
+        for f in flows:
+            stream = reassemble(by_port.pop(f["flow"].src_port), f["iss"], f["flow"])
+            assert oracle_decrypt(f["version"], f["key"], f["iv"], f["rec_seq"], stream) \
+                == f["plain"]
+        assert h.counter("TX_TLS_OOO") == 0
+        # Every record's tag at least once (dump recomputes some on the way).
+        assert h.counter("TX_TLS_RECORDS") >= 64 * 3
+        if strategy == "dump":
+            assert h.counter("TX_TLS_DUMP_BYTES") == h.ktls.stats["redma_bytes"] > 0
+        else:
+            assert h.ktls.stats["resync_seek"] > 0
+        for f in flows:
+            await f["sock"].close()
+        assert h.nic.tls_tx.in_use == 1
+    run(body())
+
+
+# --- bad input: freed tags, fallback by cipher ------------------------------------------------
+
+def test_freed_tag_rejected_nothing_sent():
+    """A tag whose context was FREEd is BAD_TAG for every opcode; its flow's
+    bytes never leave, and the freed context holds no key."""
+    async def body():
+        h = await Harness("1.3").open()
+        sock = await h.new_socket(TcpFlow(src_port=40001))
+        tag = sock.session.snd_tag.tag
+        sock.write(b"secret" * 50)
+        await sock.output()
+        h.frames()
+        tcp = sock.tcp
+        await sock.close()
+        assert not h.nic.tls_tx.context(tag).in_use
+        assert bytes(h.nic.tls_tx.context(tag).key) == bytes(32)
+        drops = h.counter("TX_TLS_DROP_BAD_FLOW")
+        tcp.append(bytes([23, 3, 3, 0, 40]) + b"secret" * 6 + bytes(5))
+        seq = tcp.write_seq - 45
+        await h.dev.send(tcp.build_frame(seq, tcp.bytes_at(seq, 45)), tag=tag)
+        block = pack(TlsProgressParams, next_seq=seq, record_seq=seq, record_number=0)
+        await h.dev.send_ctrl(TxOpcode.SET_PROGRESS, tag, block)
+        await h.dev.send_ctrl(TxOpcode.DUMP, tag, b"x" * 10)
+        await h.dev.send_ctrl(TxOpcode.FREE, tag)
+        statuses = [c.status for c in await h.dev.flush_tx()]
+        assert statuses == [TxStatus.BAD_TAG] * 4
+        assert h.frames() == [] and h.counter("TX_TLS_DROP_BAD_FLOW") == drops + 4
+    run(body())
+
+
+@pytest.mark.parametrize("version", ("1.2", "1.3"))
+def test_fallback_by_cipher_chacha_decrypts(version):
+    """A valid suite the card lacks (ChaCha20-Poly1305) runs in software: plain
+    frames (tag 0), no context, and the stream decrypts end to end."""
+    async def body():
+        h = await Harness(version, mss=536).open()
+        key, iv = bytes(range(100, 132)), bytes(range(12))
+        sock = KtlsSocket(h.ktls, TcpFlow(src_port=40002), iss=h.iss, mss=536)
+        session = await sock.enable_tx(version, "CHACHA20-POLY1305", key, iv, 9)
+        assert session.mode == MODE_SW and h.ktls.tags_in_use == 1
+        plain = [bytes((3 * i + j) & 0xFF for j in range(n)) for i, n in enumerate((1000, 0, 2000))]
+        for data in plain:
+            sock.write(data, record_size=max(len(data), 1))
+        await sock.output()
+        await sock.retransmit(h.iss + 700, 600)
+        frames = h.frames()
+        assert {c.tag for c in h.ktls.completions if c.opcode is TxOpcode.PACKET} == {0}
+        stream = reassemble(frames, h.iss, sock.tcp.flow)
+        records = oracle_records(version, key, iv, 9, stream, aead=ChaCha20Poly1305)
+        assert records == [(TLS_CT_APPDATA, data) for data in plain]
+    run(body())
+
+
+@pytest.mark.parametrize("strategy", STRATS)
+def test_repeated_retransmits_of_the_same_segments(strategy):
+    """The same mid-record segment and the record's tag segment, retransmitted
+    three times each, alternately: every copy is the original bytes; dump
+    re-reads the prefix each time (a backward jump) and only the gap going
+    forward; seek never dumps (the tag is logged)."""
+    async def body():
+        h = await Harness("1.2", mss=536, strategy=strategy, rexmit_pct=100).open()
+        h.write((5000, 800))
+        await h.sock.output()
+        mid, tag_seg = h.iss + 1000, h.iss + 5 + 8 + 5000 + 16 - 200
+        for _ in range(3):
+            await h.sock.retransmit(mid, 536)
+            await h.sock.retransmit(tag_seg, 536)
+        h.frames()
+        check_wire(h, h.wire)
+        assert all(c.status is TxStatus.OK for c in h.ktls.completions)
+        if strategy == "dump":
+            expected = 3 * (mid - h.iss) + 3 * (tag_seg - mid - 536)
+            assert h.ktls.stats["redma_bytes"] == expected == h.counter("TX_TLS_DUMP_BYTES")
+        else:
+            assert h.counter("TX_TLS_DUMP_BYTES") == 0
+            assert h.ktls.stats["resync_seek"] == 6 == h.ktls.stats["resync_seek_tag"]
+    run(body())
+
+
+def record_starts(stream):
+    """Offsets of the record headers in a TLS byte stream."""
+    pos, out = 0, []
+    while pos < len(stream):
+        out.append(pos)
+        pos += 5 + int.from_bytes(stream[pos + 3:pos + 5], "big")
+    return out

@@ -15,13 +15,14 @@ import pytest
 from scapy.layers.inet import TCP
 from scapy.layers.l2 import Ether
 
-from tlsnic.abi import TxOpcode
+from tlsnic.abi import Counter, TxOpcode
 from tlsnic.cosim.model import ReferenceNic
 from tlsnic.driver.device import Device
 from tlsnic.driver.ktls import KtlsDriver, KtlsError, KtlsSocket, MODE_IFNET, MODE_SW
 from tlsnic.driver.tcp import TcpFlow
 
-from test_model_tls_tx import IV12, KEYS, oracle_decrypt, reassemble
+from test_model_tls_tx import (IV12, KEYS, LIVE_HARNESSES, no_leaks_after_test,  # noqa: F401
+                               oracle_decrypt, reassemble, record_starts)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -52,6 +53,7 @@ class Harness:
         await self.dev.open(tx_log=8, rx_log=2, txcq_log=self.txcq_log)
         self.ktls = KtlsDriver(self.dev, **self.kw)
         self.baseline = len(self.nic.memory._regions)     # rings and RX buffers
+        LIVE_HARNESSES.append(self)
         self.sock = await self.new_socket()
         return self
 
@@ -65,6 +67,9 @@ class Harness:
             data = bytes((fill + i * 7 + j) & 0xFF for j in range(size))
             self.sock.write(data, record_size=max(size, 1))
             self.plaintext.append(data)
+
+    def counter(self, name):
+        return self.nic.counters[Counter[name]]
 
     def frames(self, port=None):
         """Frames put on ``port`` (default: every port) since the last call."""
@@ -205,6 +210,35 @@ def test_edge11_reset_failure_drops_connection():
     run(body())
 
 
+def test_teardown_after_failed_reset_frees_everything():
+    """The reset fails while the socket holds ifnet records (old session) and
+    software records still in the crypto queue (the clone): the drop frees
+    both sessions, the records' host buffers, the queue entries and the tag,
+    without waiting for a close."""
+    async def body():
+        h = await Harness("1.2", port_contexts=1, async_crypto=True).open()
+        sock, ktls = h.sock, h.ktls
+        other = await h.new_socket(TcpFlow(src_port=50001), route=1)   # port 1's only context
+        h.write((4000, 1000))
+        await sock.output()
+        sock.set_tx_mode(MODE_SW)
+        h.write((700, 0), fill=2)
+        assert len(ktls.crypto_queue) == 2 and len(sock.sessions) == 2
+        sock.route = 1
+        await sock.rexmt_timer()
+        await ktls.tasks.popleft()()                  # the reset task, before the crypto work
+        assert sock.error == errno.ECONNABORTED and ktls.stats["ifnet_reset_failed"] == 1
+        await ktls.flush()
+        assert not sock.sessions and not sock.tcp.entries and not ktls.crypto_queue
+        assert all(s.freed for s in (sock.session,)) and not sock.t_nic_ktls_xmit
+        assert h.nic.tls_tx.in_use == 1 == ktls.tags_in_use            # the other socket's
+        assert len(h.nic.memory._regions) == h.baseline + 1            # its tag log
+        assert await ktls.run_tasks() == 0            # nothing left to run for the dead socket
+        await other.close()
+        await h.no_leaks()
+    run(body())
+
+
 def test_edge11_route_change_after_mode_switch():
     """The cloned (software) session has no tag; the old ifnet one resets."""
     async def body():
@@ -228,6 +262,83 @@ def test_edge11_route_change_after_mode_switch():
         await ktls.flush()
         # All ACKed: the old session, its new tag and t_nic_ktls_xmit are gone.
         assert ifnet.freed and not sock.t_nic_ktls_xmit and h.nic.tls_tx.in_use == 0
+        await sock.close()
+        await h.no_leaks()
+    run(body())
+
+
+@pytest.mark.parametrize("strategy", ("dump", "seek"))
+def test_retransmit_after_tag_reset(strategy):
+    """After a reset the new context's tag log is empty: a retransmit carrying a
+    tag falls back to dump under seek too; once the new context has computed
+    that tag, seek uses it. Every retransmitted byte equals the original."""
+    async def body():
+        h = await Harness("1.3", strategy=strategy).open()
+        sock, ktls = h.sock, h.ktls
+        h.write((3000, 1000))
+        await sock.output()
+        assert h.frames(0)
+        old = sock.session.snd_tag
+        assert await ktls.read_tag_log(old, h.rec_seq) is not None
+        sock.route = 1
+        assert await sock.retransmit(h.iss + 1000, 536) == []        # EAGAIN
+        await ktls.run_tasks()
+        new = sock.session.snd_tag
+        assert new.ifp == 1 and old.state == "freed" and ktls.stats["ifnet_reset"] == 1
+        rec0_end = h.iss + 5 + 3000 + 17
+        await sock.retransmit(rec0_end - 300, 300)                   # carries record 0's tag
+        # The new context starts at record 0 (its first unacked record): a
+        # forward gap, so only [record start, seq) is dumped, no SET_PROGRESS.
+        assert ktls.stats["redma_bytes"] == rec0_end - 300 - h.iss
+        assert h.counter("TX_TLS_RESYNC") == 0
+        if strategy == "seek":
+            assert ktls.stats["seek_fallback_dump"] == 1
+            assert await ktls.read_tag_log(new, h.rec_seq) is not None
+        await sock.retransmit(h.iss + 1000, 536)                     # mid record 0 again
+        if strategy == "seek":
+            assert ktls.stats["resync_seek_tag"] == 1
+            assert ktls.stats["redma_bytes"] == rec0_end - 300 - h.iss
+        else:
+            assert ktls.stats["redma_bytes"] == rec0_end - 300 - h.iss + 1000
+        assert h.frames(0) == [] and h.frames(1)
+        assert all(c.status.name == "OK" for c in ktls.completions)
+        await h.recover()
+        h.check()
+        await sock.close()
+        await h.no_leaks()
+    run(body())
+
+
+@pytest.mark.parametrize("strategy", ("dump", "seek"))
+def test_retransmit_after_mode_switch(strategy):
+    """Records framed before the switch to software are retransmitted with the
+    old tag (recovered by the strategy), those framed after go as plain
+    frames; a retransmit spanning both is cut at the session boundary."""
+    async def body():
+        h = await Harness("1.2", strategy=strategy).open()
+        sock, ktls = h.sock, h.ktls
+        h.write((3000, 1500))
+        await sock.output()
+        old_tag = sock.session.snd_tag
+        sock.set_tx_mode(MODE_SW)
+        h.write((1000,), fill=4)
+        await sock.output()
+        first = len(ktls.completions)
+        rec1_start = h.iss + 5 + 8 + 3000 + 16
+        rec2_start = rec1_start + 5 + 8 + 1500 + 16
+        await sock.retransmit(h.iss + 1200, 536)
+        await sock.retransmit(rec2_start - 100, 536)        # record 1's tail, record 2's head
+        packets = [c for c in ktls.completions[first:] if c.opcode is TxOpcode.PACKET]
+        assert [c.tag for c in packets] == [old_tag.tag, old_tag.tag, 0]
+        assert all(c.status.name == "OK" for c in ktls.completions)
+        if strategy == "dump":
+            assert ktls.stats["redma_bytes"] == 1200 + (rec2_start - 100 - rec1_start)
+        else:
+            assert ktls.stats["redma_bytes"] == 0 and ktls.stats["resync_seek_tag"] == 2
+        h.check()
+        sock.ack(sock.tcp.write_seq)
+        await ktls.flush()
+        assert old_tag.state == "freed" and not sock.t_nic_ktls_xmit
         await sock.close()
         await h.no_leaks()
     run(body())
@@ -393,7 +504,7 @@ def test_same_pages_sent_twice_never_encrypted_twice(mode):
         else:
             assert owned == []
         stream = h.check()
-        nonces = [stream[p + 5:p + 13] for p in _record_starts(stream)]
+        nonces = [stream[p + 5:p + 13] for p in record_starts(stream)]
         assert len(set(nonces)) == len(nonces) == 6
         sock.ack(sock.tcp.write_seq)
         await ktls.flush()
@@ -426,13 +537,6 @@ def test_ifnet_host_buffer_plaintext_until_acked():
         await h.no_leaks()
     run(body())
 
-
-def _record_starts(stream):
-    pos, out = 0, []
-    while pos < len(stream):
-        out.append(pos)
-        pos += 5 + int.from_bytes(stream[pos + 3:pos + 5], "big")
-    return out
 
 
 # --- edge case 19: rekey, KeyUpdate --------------------------------------------------------------
@@ -503,7 +607,7 @@ def test_edge9_explicit_nonce_continuity_across_switches():
         h.write((1200, 7), fill=8)
         await sock.output()
         stream = h.check()
-        nonces = [int.from_bytes(stream[p + 5:p + 13], "big") for p in _record_starts(stream)]
+        nonces = [int.from_bytes(stream[p + 5:p + 13], "big") for p in record_starts(stream)]
         assert len(nonces) == 9
         assert nonces == [nonces[0] + i for i in range(9)]   # unique and continuous
         assert tags_on_wire(h) >= {0}
