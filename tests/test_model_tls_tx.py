@@ -594,32 +594,6 @@ def test_direct_model_context_record_state():
     run(body())
 
 
-# --- backend-agnostic scenarios -----------------------------------------------------------
-
-@pytest.mark.parametrize("name,params", [
-    ("tls_tx_stream", {}),
-    ("tls_tx_stream", dict(version="1.3", cipher="AES-256-GCM", mss=8948)),
-    ("tls_tx_retransmit", {}),
-    ("tls_tx_retransmit", dict(version="1.2", cipher="AES-128-GCM", strategy="seek")),
-])
-def test_scenarios_deterministic_and_decrypt(name, params):
-    import json
-    from tlsnic.cosim.scenarios_tls_tx import IV, KEY, run_on_model
-    obs = run_on_model(name, **params)
-    assert json.loads(json.dumps(obs)) == obs
-    assert run_on_model(name, **params) == obs
-    version = params.get("version", "1.2" if name == "tls_tx_stream" else "1.3")
-    cipher = params.get("cipher", "AES-128-GCM" if name == "tls_tx_stream" else "AES-256-GCM")
-    iss = 0xFFFF_F000 if name == "tls_tx_stream" else 7777
-    frames = [bytes.fromhex(f) for f in obs["wire"]["0"]]
-    data = [f for f in frames if len(bytes(Ether(f)[TCP].payload))]
-    records = oracle_decrypt(version, KEY[cipher], IV[version], 3 if name == "tls_tx_stream" else 0,
-                             reassemble(data, iss))
-    assert [len(r) for r in records] == obs["sizes"]
-    assert all(c["status"] == "OK" for c in obs["tx_completions"])
-    assert obs["counters"]["tx_tls_ctx"] == obs["counters"]["tx_tls_ctx_freed"] == 1
-
-
 # --- FreeBSD behaviours -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("strategy", STRATS)
