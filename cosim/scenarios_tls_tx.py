@@ -209,28 +209,31 @@ async def tls_tx_retransmit(dev, wire, *, version="1.3", cipher="AES-256-GCM", s
 
 
 async def tls_tx_seek_retransmits(dev, wire, *, version="1.2", cipher="AES-256-GCM", mss=536,
-                                  sizes=(3000, 700, 0, 2500)):
-    """The seek strategy's tag-log path: retransmits mid record and of tag
-    segments with the tag read back from the log (TAG_VALID), on a record
-    boundary (no seek), a forward gap into an untagged record whose tag
-    segment then falls back to dump, and the same segments again. The tag log
-    entries the card wrote are part of the observation."""
-    ktls = await _open(dev, strategy="seek", ifnet_max_rexmit_pct=100)
+                                  sizes=(3000, 700, 0, 2500, 100)):
+    """The seek strategy's tag-log paths, with a tag log of 4 entries so that
+    record 4's entry evicts record 0's: a forward gap in the record being
+    sent (dump of the gap); retransmits mid record and of a tag segment with
+    the tag from the log (TAG_VALID); on a record boundary (parameters only);
+    mid record 0, evicted, sent whole (SEEK without a tag); record 0's tag
+    bytes (unknown: dump, which logs record 0 again, evicting record 4); then
+    record 0 with its tag and record 4 without. The tag log entries the card
+    wrote are part of the observation."""
+    ktls = await _open(dev, strategy="seek", ifnet_max_rexmit_pct=100, tag_log_log2=2)
     flows = []
     sock = await _socket(ktls, flows, version=version, cipher=cipher, mss=mss, iss=0xFFFF_FE00,
                          rec_seq=2**32 - 2)
     _write(sock, flows[0], sizes)
     segs = sock.tcp.new_segments()
-    gap = len(segs) - 3                        # a middle segment of the last record
+    gap = 2                                    # inside record 0, while it is being sent
     await sock.send_segments(segs[:gap])
-    await sock.send_segments(segs[gap + 1:])   # lost before the card: SEEK, then fallback
+    await sock.send_segments(segs[gap + 1:])
     await sock.send_segments(segs[gap:gap + 1])
-    hlen = 5 + (8 if version == "1.2" else 0)
-    tlen = 16 + (version == "1.3")
-    first_end = hlen + sizes[0] + tlen
-    second_end = first_end + hlen + sizes[1] + tlen
-    for offset, length in ((1000, mss), (first_end - 100, 200), (first_end, mss),
-                           (second_end - 3, 40), (1000, mss), (first_end - 10, 5)):
+    overhead = 5 + (8 if version == "1.2" else 0) + 16 + (version == "1.3")
+    starts = list(itertools.accumulate((size + overhead for size in sizes), initial=0))
+    for offset, length in ((starts[0] + 1000, mss), (starts[2] - 3, 40),
+                           (starts[1] + 100, 200), (starts[3], mss),
+                           (starts[1] - 10, 5), (starts[0] + 1000, mss),
+                           (starts[4] + 20, 30)):
         await sock.retransmit((sock.tcp_iss + offset) & 0xFFFF_FFFF, length)
     tag = sock.session.snd_tag
     log = []

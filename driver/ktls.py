@@ -27,8 +27,11 @@ Retransmit strategies (``strategy=``):
     card is tracking dumps only ``[expected_seq, seq)``.
 ``"seek"``
     SET_PROGRESS with SEEK at the segment's seq, with TAG_VALID and the tag
-    read from the context's tag log when known. A segment that carries tag
-    bytes of a record whose tag is unknown falls back to the dump recovery.
+    read from the context's tag log when known. In a record whose tag is
+    unknown, a segment that carries tag bytes, or any segment of a record not
+    yet sent whole (its tag will be computed from the bytes), falls back to
+    the dump recovery; only a retransmit ahead of the tag, in a record sent
+    whole before, SEEKs without a tag.
 """
 
 import collections
@@ -175,7 +178,9 @@ class KtlsDriver:
     Attributes
     ----------
     stats : dict[str, int]
-        FreeBSD ``kern.ipc.tls`` counters plus the driver's own re-DMA counts.
+        FreeBSD ``kern.ipc.tls`` counters plus the driver's own re-DMA counts;
+        ``tx_tls_ooo`` is Linux's: segments the card did not expect, which the
+        driver repositioned it for (``redma_bytes`` is its ``tx_tls_resync_bytes``).
     completions : list[TxCompletionRecord]
         Every TX completion this layer reaped, in order.
     tasks : collections.deque
@@ -212,7 +217,7 @@ class KtlsDriver:
             "switch_to_sw", "switch_to_ifnet", "switch_failed",
             "ifnet_disable_ok", "ifnet_disable_failed",
             "ifnet_reset", "ifnet_reset_failed", "ifnet_reset_dropped",
-            "resync_params", "resync_seek", "resync_seek_tag", "seek_fallback_dump",
+            "tx_tls_ooo", "resync_params", "resync_seek", "resync_seek_tag", "seek_fallback_dump",
             "dump_descriptors", "redma_bytes", "drops_seen",
             "eagain", "enobufs", "reset_tasks", "tag_free_deferred", "sw_encrypted",
         ), 0)
@@ -487,7 +492,17 @@ class KtlsDriver:
             self.stats["resync_params"] += 1
             return
         known = await self.read_tag_log(tag, record.seqno)
-        if known is None and self._carries_tag(seg, rec_seq, record):
+        record_end = seq_sub(seq_add(rec_seq, len(record.data)), sock.tcp_iss)
+        sent_whole = record_end <= sock.sent_end
+        if known is None and (self._carries_tag(seg, rec_seq, record) or not sent_whole):
+            # The card must compute this record's tag from the bytes: now, or,
+            # for a record not yet sent whole (the transmit frontier: new data,
+            # or a retransmit into the record still being sent), in a later
+            # segment. SEEK would lose the GHASH of the prefix and cost a
+            # longer dump at the tag segment, so the prefix is dumped now,
+            # while it is shortest. Only a record already sent whole, whose
+            # tag the log lacks (a new context after a reset, an entry
+            # overwritten), is entered by SEEK without a tag.
             self.stats["seek_fallback_dump"] += 1
             await self._recover_dump(tag, sock, seg.seq, rec_seq, record)
             return
@@ -516,6 +531,7 @@ class KtlsDriver:
         if not needs and tag.seek_untagged and tag.record_seq == rec_seq:
             needs = self._carries_tag(seg, rec_seq, record)
         if needs:
+            self.stats["tx_tls_ooo"] += 1
             if self.strategy == "seek":
                 await self._recover_seek(tag, sock, seg, rec_seq, record)
             else:
@@ -571,6 +587,9 @@ class KtlsSocket:
         self._sb_released = False    # sb_tls_info's session reference was dropped (FIN, close)
         self._unmapped = []          # ifnet records whose bytes are not in host memory yet
         self._out = []               # [start, end) offsets from iss that went out at least once
+        #: Offset from iss of the end of the furthest segment handed to the
+        #: card (or sent in software): records ending there were sent whole.
+        self.sent_end = 0
         self._records = []           # (start offset, end offset, plaintext length) per record
 
     @property
@@ -831,6 +850,8 @@ class KtlsSocket:
                 index = await self.ktls.dev.send(frame, port=self.route, csum_ip=True,
                                                  csum_l4=True)
                 self.ktls._hold(index, None, self, seg)
+            self.sent_end = max(self.sent_end,
+                                seq_sub(seq_add(seg.seq, len(seg.payload)), self.tcp_iss))
             self.account_for_send(len(seg.payload), seg.is_rxt)
         if flush:
             await self.ktls.flush()

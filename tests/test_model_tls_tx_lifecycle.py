@@ -300,6 +300,15 @@ def test_retransmit_after_tag_reset(strategy):
             assert ktls.stats["redma_bytes"] == rec0_end - 300 - h.iss
         else:
             assert ktls.stats["redma_bytes"] == rec0_end - 300 - h.iss + 1000
+        # Mid record 1, sent whole before the reset, its tag not in the new
+        # log: seek enters it without a tag (no dump); dump re-reads the prefix.
+        redma = ktls.stats["redma_bytes"]
+        await sock.retransmit(rec0_end + 300, 200)
+        if strategy == "seek":
+            assert ktls.stats["redma_bytes"] == redma and ktls.stats["resync_seek"] == 2
+            assert ktls.stats["resync_seek_tag"] == 1
+        else:
+            assert ktls.stats["redma_bytes"] == redma + 300
         assert h.frames(0) == [] and h.frames(1)
         assert all(c.status.name == "OK" for c in ktls.completions)
         await h.recover()

@@ -119,15 +119,18 @@ def test_interleaved_flows_really_interleave(observations, strategy):
 
 @pytest.mark.parametrize("params", ({}, dict(version="1.3", cipher="AES-128-GCM")))
 def test_seek_retransmits_tag_log(observations, params):
-    """The card's tag log holds each record's tag as it is on the wire; the
-    driver took tags from it, and fell back to dump once (untagged record)."""
+    """The card's tag log holds each record's tag as it is on the wire (record
+    4's entry evicted by record 0's, recomputed); the driver took tags from
+    it (TAG_VALID), seeked without one into records sent whole, and dumped
+    where the tag had to be computed."""
     obs = observations("tls_tx_seek_retransmits", params)
     stream = _check_flows(obs)[obs["flows"][0]["src_port"]]
     starts = record_starts(stream) + [len(stream)]
     wire_tags = [stream[end - 16:end].hex() for end in starts[1:]]
-    assert obs["tag_log"] == wire_tags
+    assert obs["tag_log"] == wire_tags[:4] + [None]
     driver = obs["driver"]
-    assert driver["resync_seek_tag"] >= 4 and driver["seek_fallback_dump"] == 1
+    assert driver["resync_seek"] == 6 and driver["resync_seek_tag"] == 3
+    assert driver["seek_fallback_dump"] == 2 and driver["resync_params"] == 2
     assert obs["counters"]["tx_tls_dump_bytes"] == driver["redma_bytes"] > 0
 
 
