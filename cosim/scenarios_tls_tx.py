@@ -24,7 +24,7 @@ import itertools
 
 from .scenarios import run_scenario
 from tlsnic.abi import TlsProgressParams, TxOpcode, TxStatus, pack
-from tlsnic.driver.ktls import MODE_IFNET, KtlsDriver, KtlsSocket
+from tlsnic.driver.ktls import KtlsDriver, KtlsSocket
 from tlsnic.driver.tcp import TcpFlow
 
 __all__ = ["SCENARIOS", "MULTI_PORT", "TX_CONTEXTS", "KEY", "IV", "run", "run_on_model",

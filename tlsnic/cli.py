@@ -4,6 +4,7 @@
 
     tlsnic sim   [--sim model|verilator|icarus] [--scenario NAME ...] [--waves] [--list]
     tlsnic bench plain [--json] [--sim verilator|icarus]
+    tlsnic bench tx    [--json] [--sim model|verilator] [--records N] [--seed S] [--mss N]
     tlsnic bench gcm   [--json]
     tlsnic synth --core gcm [--json]
     tlsnic demo
@@ -63,6 +64,14 @@ def _cmd_sim(args):
 
 
 def _cmd_bench(args):
+    if args.what == "tx":
+        from .cosim import bench_tls_tx
+        sim = "model" if args.sim == "default" else args.sim
+        return bench_tls_tx.main(args.extra + ["--sim", sim] + (["--json"] if args.json else []))
+    if args.sim == "model":
+        print(f"tlsnic bench {args.what}: measures the gateware; --sim model is for `bench tx`",
+              file=sys.stderr)
+        return 2
     if args.what == "plain":
         from .cosim.bench_plain import run
         figures = run(sim=None if args.sim == "default" else args.sim)
@@ -111,9 +120,10 @@ def main(argv=None):
     p.set_defaults(func=_cmd_sim)
 
     p = sub.add_parser("bench", help="measure throughput in simulation")
-    p.add_argument("what", choices=("plain", "gcm"))
+    p.add_argument("what", choices=("plain", "tx", "gcm"))
     p.add_argument("--json", action="store_true")
-    p.add_argument("--sim", choices=("default", "verilator", "icarus"), default="default")
+    p.add_argument("--sim", choices=("default", "model", "verilator", "icarus"), default="default",
+                   help="plain: verilator (default) or icarus; tx: model (default) or verilator")
     p.set_defaults(func=_cmd_bench, passthrough=True)
 
     p = sub.add_parser("synth", help="synthesise with YoWASP (yosys + nextpnr-ecp5)")
@@ -125,7 +135,7 @@ def main(argv=None):
     p = sub.add_parser("demo", help="the main job: run it and read the report")
     p.set_defaults(func=_cmd_demo)
 
-    # bench gcm / synth --core take options of their own: pass unknown ones on.
+    # bench tx / bench gcm / synth --core take options of their own: pass unknown ones on.
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
