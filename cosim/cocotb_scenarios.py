@@ -1,4 +1,4 @@
-"""cocotb entry point: run scenarios of ``cosim/scenarios.py`` on the gateware.
+"""cocotb entry point: run scenarios (``cosim/scenarios.py``, ``cosim/scenarios_tls_tx.py``) on the gateware.
 
 The pytest side (:func:`run_on_gateware`) builds the NIC once, then starts one
 simulation that runs a whole batch of scenarios, each after a reset and with a
@@ -14,7 +14,7 @@ from pathlib import Path
 import cocotb
 
 from tlsnic.driver.hostmem import HostMemory
-from tlsnic.cosim import scenarios
+from tlsnic.cosim import scenarios, scenarios_tls_tx
 from tlsnic.cosim.tb import TB
 
 __all__ = ["run_batch"]
@@ -22,6 +22,7 @@ __all__ = ["run_batch"]
 
 @cocotb.test()
 async def run_batch(dut):
+    every = {**scenarios.SCENARIOS, **scenarios_tls_tx.SCENARIOS}
     batch = json.loads(os.environ["TLSNIC_SCENARIOS"])
     options = json.loads(os.environ.get("TLSNIC_TB_OPTIONS", "{}"))
     tb = TB(dut, **options)
@@ -30,22 +31,24 @@ async def run_batch(dut):
         tb.use_memory(HostMemory())
         await tb.reset()
         try:
-            results[key] = await scenarios.run(name, tb.bus, tb.wire, **params)
+            results[key] = await scenarios.run_scenario(every[name], tb.bus, tb.wire, **params)
         except Exception:
             # One broken scenario must not hide the others' results.
             results[key] = {"error": traceback.format_exc()}
     Path(os.environ["TLSNIC_RESULTS"]).write_text(json.dumps(results))
 
 
-def run_on_gateware(batch, *, ports=1, tb_options=None, sim=None, waves=None, tag="plain"):
+def run_on_gateware(batch, *, ports=1, tx_contexts=256, tb_options=None, sim=None, waves=None,
+                    tag="plain"):
     """Run ``batch`` (``[(key, scenario name, params), ...]``) on the NIC gateware.
 
-    ``ports`` sets the number of network ports of the card built. Returns
+    ``ports`` and ``tx_contexts`` configure the card built. Returns
     ``{key: observation}``; a scenario that raised has ``{"error": traceback}``.
     """
     from tlsnic.cosim.build import Design
     from tlsnic.cosim.runner import CocotbRun
-    run = CocotbRun(Design("tlsnic.hdl.top:make_nic", "nic", ports=ports), sim=sim, waves=waves)
+    run = CocotbRun(Design("tlsnic.hdl.top:make_nic", "nic", ports=ports,
+                                tx_contexts=tx_contexts), sim=sim, waves=waves)
     tb_options = dict(tb_options or {}, ports=ports)
     test_dir = run.build_dir / f"run-{tag}-{os.getpid()}"
     test_dir.mkdir(parents=True, exist_ok=True)

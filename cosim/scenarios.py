@@ -529,7 +529,8 @@ async def run(name, bus, wire, **params):
 
 def run_on_model(name, *, ports=None, **params):
     """Run scenario ``name`` on a fresh reference model with ``ports`` network
-    ports (default: what the scenario needs) (synchronously)."""
+    ports (default: what the scenario needs) (synchronously). The model is
+    configured as the gateware's default build (TLS transmit, 256 contexts)."""
     from .model import ReferenceNic
-    nic = ReferenceNic(ports=ports or MULTI_PORT.get(name, 1))
+    nic = ReferenceNic(ports=ports or MULTI_PORT.get(name, 1), tls=True)
     return asyncio.run(run(name, nic, nic.wire, **params))

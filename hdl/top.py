@@ -4,7 +4,8 @@
 
     AXI4-Lite ──> CsrBridge ──> registers, rings, counters, interrupt
                                   │
-    TX: TXQ ─> TxEngine ─(DMA rd)─> ChecksumEngine ─> packet FIFO ─> ChecksumInsert ─> tx[port]
+    TX: TXQ ─> TxEngine ─(DMA rd)─> TlsTx ─> ChecksumEngine ─> packet FIFO ─> ChecksumInsert ─> tx[port]
+                                      └─(DMA wr: tag log)
     RX: rx ─> FrameLimiter ─> ChecksumEngine ─> packet FIFO ─> RxEngine ─(DMA wr)─> host buffer
                                   │
     DMA: TX and RX engines ─> read / write arbiters ─> DmaReader / DmaWriter ─> AXI4 manager
@@ -23,6 +24,7 @@ from .host.dma import (DmaReader, DmaWriter, DmaArbiter, DmaReadPort, DmaWritePo
 from .host.queue import Ring
 from .host.tx_engine import TxEngine
 from .host.rx_engine import RxEngine
+from .tls.tx import TlsTx
 from .net.csum_insert import ChecksumInsert
 from .net.frame import from_axis, to_axis
 
@@ -40,6 +42,8 @@ class Nic(wiring.Component):
         Network ports (TX and RX stream pairs).
     fifo_words : int
         Depth of each packet FIFO in 64-bit words.
+    tx_contexts : int
+        TLS transmit contexts (send tags ``1..tx_contexts``).
 
     Members
     -------
@@ -51,10 +55,11 @@ class Nic(wiring.Component):
     irq : Out(1)
         Level interrupt: ``|(IRQ_STATUS & IRQ_ENABLE)``.
     """
-    def __init__(self, *, ports=1, fifo_words=2048):
+    def __init__(self, *, ports=1, fifo_words=2048, tx_contexts=256):
         assert 1 <= ports <= 4, "port numbers are 2 bits wide inside the card"
         self.n_ports = ports
         self.fifo_words = fifo_words
+        self.tx_contexts = tx_contexts
         super().__init__({
             "csr": In(AxiLiteSignature(addr_width=CSR_ADDR_WIDTH)),
             "dma": Out(AxiSignature(addr_width=64, data_width=64)),
@@ -76,7 +81,7 @@ class Nic(wiring.Component):
         m.submodules.reader = reader = DmaReader()
         m.submodules.writer = writer = DmaWriter()
         m.submodules.rd_arb = rd_arb = DmaArbiter(DmaReadPort(), 2)
-        m.submodules.wr_arb = wr_arb = DmaArbiter(DmaWritePort(), 2)
+        m.submodules.wr_arb = wr_arb = DmaArbiter(DmaWritePort(), 3)
         wiring.connect(m, rd_arb.engine, reader.port)
         wiring.connect(m, wr_arb.engine, writer.port)
         for name in READ_MEMBERS:
@@ -95,6 +100,9 @@ class Nic(wiring.Component):
         # ---- TX ----
         m.submodules.tx_engine = txe = TxEngine(ports=self.n_ports, fifo_words=self.fifo_words)
         m.submodules.tx_out = tx_out = ChecksumInsert(ports=self.n_ports)
+        m.submodules.tls_tx = tls_tx = TlsTx(contexts=self.tx_contexts, ports=self.n_ports)
+        wiring.connect(m, txe.tls, tls_tx.host)
+        wiring.connect(m, tls_tx.dma_wr, wr_arb.clients[2])
         wiring.connect(m, txe.dma_rd, rd_arb.clients[0])
         wiring.connect(m, txe.dma_wr, wr_arb.clients[0])
         wiring.connect(m, txe.frames, tx_out.frames)
@@ -130,7 +138,7 @@ class Nic(wiring.Component):
             Counter.TX_PACKETS: (tx_out.sent, 1),
             Counter.TX_BYTES: (tx_out.sent, tx_out.sent_bytes),
             Counter.TX_DESC_ERRORS: (txe.desc_error, 1),
-            Counter.TX_DMA_ERRORS: (txe.dma_error, 1),
+            Counter.TX_DMA_ERRORS: (txe.dma_error | tls_tx.ev_dma_error, 1),
             Counter.TX_CSUM_IP: (tx_out.csum_ip, 1),
             Counter.TX_CSUM_L4: (tx_out.csum_l4, 1),
             Counter.RX_PACKETS: (rxe.received, 1),
@@ -138,7 +146,17 @@ class Nic(wiring.Component):
             Counter.RX_TRUNCATED: (rxe.truncated, 1),
             Counter.RX_DMA_ERRORS: (rxe.dma_error, 1),
             Counter.RX_CSUM_BAD: (rxe.csum_bad, 1),
-            Counter.TX_TLS_DROP_BAD_FLOW: (txe.bad_tag, 1),
+            Counter.TX_TLS_DROP_BAD_FLOW: (txe.bad_tag | tls_tx.ev_bad_flow, 1),
+            Counter.TX_TLS_ENCRYPTED_PACKETS: (tls_tx.ev_encrypted, 1),
+            Counter.TX_TLS_ENCRYPTED_BYTES: (tls_tx.ev_encrypted, tls_tx.ev_encrypted_bytes),
+            Counter.TX_TLS_RECORDS: (tls_tx.ev_records, tls_tx.ev_records_count),
+            Counter.TX_TLS_OOO: (tls_tx.ev_ooo, 1),
+            Counter.TX_TLS_DROP_NO_SYNC_DATA: (tls_tx.ev_no_sync, 1),
+            Counter.TX_TLS_RESYNC: (tls_tx.ev_resync, 1),
+            Counter.TX_TLS_DUMP_PACKETS: (tls_tx.ev_dump, 1),
+            Counter.TX_TLS_DUMP_BYTES: (tls_tx.ev_dump, tls_tx.ev_dump_bytes),
+            Counter.TX_TLS_CTX: (tls_tx.ev_ctx, 1),
+            Counter.TX_TLS_CTX_FREED: (tls_tx.ev_ctx_freed, 1),
         }
         counters = {c: Signal(32, name=f"count_{c.name.lower()}") for c in Counter}
         for c, (strobe, amount) in events.items():
@@ -174,8 +192,9 @@ class Nic(wiring.Component):
                 Reg.VERSION: abi.VERSION,
                 Reg.CAP_DATAPATH: 8 | (8 << 8),
                 Reg.CAP_QUEUES: 1 | (1 << 8) | (self.n_ports << 16) | (abi.MAX_LOG_RING << 24),
-                Reg.CAP_TLS: 0,
-                Reg.CAP_CONTEXTS: 0,
+                Reg.CAP_TLS: (abi.CAP_TLS_AES_128_GCM | abi.CAP_TLS_AES_256_GCM | abi.CAP_TLS_1_2
+                              | abi.CAP_TLS_1_3 | abi.CAP_TLS_TX),
+                Reg.CAP_CONTEXTS: self.tx_contexts,
                 Reg.CAP_MAX_FRAME: abi.MAX_FRAME,
             }
             for reg, value in constant_regs.items():

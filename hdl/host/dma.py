@@ -120,19 +120,22 @@ def read_entry(m, port, addr, entry, start):
 
 
 def write_entry(m, port, addr, entry, start):
-    """Drive a 16-byte entry write on DMA write ``port``; returns ``(done,
-    failed)``: the status beat was consumed, and said the write failed. Keep
-    ``start`` high until ``done``."""
+    """Drive the write of ``entry`` (a ring entry, a tag log entry: any whole
+    number of 64-bit words) on DMA write ``port``; returns ``(done, failed)``:
+    the status beat was consumed, and said the write failed. Keep ``start``
+    high until ``done``."""
+    raw = Value.cast(entry)
+    assert len(raw) % 64 == 0
+    n_words = len(raw) // 64
     sent_req = Signal()
-    words_sent = Signal(2)
-    raw = entry.as_value()
+    words_sent = Signal(range(n_words + 1))
     m.d.comb += [
         port.req.valid.eq(start & ~sent_req),
         port.req.payload.addr.eq(addr),
-        port.req.payload.length.eq(DESC_BYTES),
-        port.data.valid.eq(start & sent_req & (words_sent != 2)),
-        port.data.payload.eq(raw.word_select(words_sent[0], 64)),
-        port.status.ready.eq(start & (words_sent == 2)),
+        port.req.payload.length.eq(n_words * BYTES),
+        port.data.valid.eq(start & sent_req & (words_sent != n_words)),
+        port.data.payload.eq(raw.word_select(words_sent, 64)),
+        port.status.ready.eq(start & (words_sent == n_words)),
     ]
     # The port is shared with the caller's other transfers: only handshakes
     # made while ``start`` is high are ours.

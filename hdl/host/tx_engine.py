@@ -1,11 +1,19 @@
 """TX engine: TX queue descriptors in, frames into the TX packet FIFO, completions out.
 
-Per descriptor: fetch it (one 16-byte DMA read), check it, read the frame from
-host memory through the checksum engine into the packet FIFO, then write one
-completion. A frame is only started when the FIFO has room for all of it, so
-the output side never waits on a frame that cannot finish. A frame whose read
-failed still flows into the FIFO (its words must be drained somewhere) but is
-marked ``drop``: the output side discards it and it never reaches the wire.
+Per descriptor: fetch it (one 16-byte DMA read), check it, hand it to the TLS
+transmit engine (:class:`~hdl.tls.tx.TlsTx`) as a command, read its bytes
+from host memory into it (a frame, or a TLS control block), wait for its
+verdict, then write one completion. Frames leave ``TlsTx`` (encrypted where
+they are TLS) through the checksum engine into the packet FIFO. A frame is
+only started when the FIFO has room for all of it, so the output side never
+waits on a frame that cannot finish. A frame that is not to be sent (its read
+failed, or the TLS engine dropped it) still flows into the FIFO (its words
+must be drained somewhere) but is marked ``drop``: the output side discards
+it and it never reaches the wire.
+
+The checks that need no bytes are made here, before anything is read, in the
+order the ABI gives: opcode, length, port for a PACKET; tag (range, and live
+or free as the opcode needs), DUMP length for the TLS control opcodes.
 """
 
 from amaranth import *
@@ -17,6 +25,8 @@ from tlsnic.abi import (TxDescriptor, TxCompletion, TxOpcode, TxStatus, TxFlags,
                         MAX_FRAME, DESC_BYTES)
 from ..net.checksum import ChecksumEngine, ChecksumResult
 from ..net.frame import FrameWord, WORD_BYTES
+from ..tls.tx import TlsTxCommand, TlsTxHost, BUFFER_WORDS as TLS_BUFFER_WORDS
+from tlsnic.abi import TlsStaticParams, TlsProgressParams, layout_bytes
 from .dma import DmaReadPort, DmaWritePort, read_entry, write_entry
 
 __all__ = ["TxFrameMeta", "TxEngine"]
@@ -44,6 +54,8 @@ class TxEngine(wiring.Component):
     -------
     txq_*, txcq_* : ring handshakes (see :class:`hdl.host.queue.Ring`)
     dma_rd, dma_wr : DMA client ports
+    tls : Out(TlsTxHost())
+        To the TLS transmit engine.
     frames : Out(stream.Signature(FrameWord))
         Packet FIFO data, to :class:`hdl.net.csum_insert.ChecksumInsert`.
     meta : Out(stream.Signature(TxFrameMeta))
@@ -60,6 +72,7 @@ class TxEngine(wiring.Component):
             "txcq_ready": In(1), "txcq_addr": In(64), "txcq_phase": In(1), "txcq_advance": Out(1),
             "dma_rd": Out(DmaReadPort()),
             "dma_wr": Out(DmaWritePort()),
+            "tls": Out(TlsTxHost()),
             "frames": Out(stream.Signature(FrameWord)),
             "meta": Out(stream.Signature(TxFrameMeta)),
             "completed": Out(1), "desc_error": Out(1), "dma_error": Out(1),
@@ -84,7 +97,8 @@ class TxEngine(wiring.Component):
             self.meta.payload.eq(meta_fifo.r_data),
             meta_fifo.r_en.eq(self.meta.ready),
         ]
-        # Checksum engine into the data FIFO.
+        # TLS engine into the checksum engine into the data FIFO.
+        wiring.connect(m, wiring.flipped(self.tls.frames), csum.i)
         m.d.comb += [
             data_fifo.w_data.eq(csum.o.payload),
             data_fifo.w_en.eq(csum.o.valid),
@@ -126,6 +140,18 @@ class TxEngine(wiring.Component):
                                                        write_completion)
         m.d.comb += self.completion_lost.eq(completion_lost)
 
+        tls = self.tls
+        read_length = Signal(16)
+        tls_opcode = ((desc.opcode == TxOpcode.SET_STATIC) | (desc.opcode == TxOpcode.SET_PROGRESS)
+                      | (desc.opcode == TxOpcode.DUMP) | (desc.opcode == TxOpcode.FREE))
+        m.d.comb += [
+            tls.lookup_tag.eq(desc.tag),
+            tls.cmd.payload.opcode.eq(desc.opcode),
+            tls.cmd.payload.tag.eq(desc.tag),
+            tls.cmd.payload.port.eq(desc.port[:2]),
+            tls.cmd.payload.length.eq(read_length),
+        ]
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.txq_ready & self.txcq_ready):
@@ -140,57 +166,90 @@ class TxEngine(wiring.Component):
                     m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.sync += words.eq((desc.length + 7) >> 3)
+                # A live context for everything but SET_STATIC, which needs a free one.
+                tag_ok = Mux(desc.opcode == TxOpcode.SET_STATIC,
+                             tls.lookup_in_range & ~tls.lookup_live, tls.lookup_live)
                 with m.If(desc.opcode == TxOpcode.NOP):
                     m.d.sync += status.eq(TxStatus.OK)
                     m.next = "COMPLETE"
-                with m.Elif(desc.opcode != TxOpcode.PACKET):
+                with m.Elif(desc.opcode == TxOpcode.PACKET):
+                    with m.If((desc.length == 0) | (desc.length > MAX_FRAME)):
+                        m.d.sync += status.eq(TxStatus.BAD_LENGTH)
+                        m.d.comb += self.desc_error.eq(1)
+                        m.next = "COMPLETE"
+                    with m.Elif(desc.port >= self.ports):
+                        m.d.sync += status.eq(TxStatus.BAD_PORT)
+                        m.d.comb += self.desc_error.eq(1)
+                        m.next = "COMPLETE"
+                    with m.Else():
+                        m.d.sync += read_length.eq(desc.length)
+                        m.next = "WAIT_ROOM"
+                with m.Elif(tls_opcode):
+                    with m.If(~tag_ok):
+                        m.d.sync += status.eq(TxStatus.BAD_TAG)
+                        m.d.comb += self.bad_tag.eq(1)
+                        m.next = "COMPLETE"
+                    with m.Elif((desc.opcode == TxOpcode.DUMP)
+                                & ((desc.length == 0) | (desc.length > MAX_FRAME))):
+                        m.d.sync += status.eq(TxStatus.BAD_LENGTH)
+                        m.d.comb += self.desc_error.eq(1)
+                        m.next = "COMPLETE"
+                    with m.Else():
+                        with m.Switch(desc.opcode):
+                            with m.Case(TxOpcode.SET_STATIC):
+                                m.d.sync += read_length.eq(layout_bytes(TlsStaticParams))
+                            with m.Case(TxOpcode.SET_PROGRESS):
+                                m.d.sync += read_length.eq(layout_bytes(TlsProgressParams))
+                            with m.Case(TxOpcode.DUMP):
+                                m.d.sync += read_length.eq(desc.length)
+                            with m.Default():
+                                m.d.sync += read_length.eq(0)
+                        m.next = "COMMAND"
+                with m.Else():
                     m.d.sync += status.eq(TxStatus.BAD_OPCODE)
                     m.d.comb += self.desc_error.eq(1)
                     m.next = "COMPLETE"
-                with m.Elif((desc.length == 0) | (desc.length > MAX_FRAME)):
-                    m.d.sync += status.eq(TxStatus.BAD_LENGTH)
-                    m.d.comb += self.desc_error.eq(1)
-                    m.next = "COMPLETE"
-                with m.Elif(desc.port >= self.ports):
-                    m.d.sync += status.eq(TxStatus.BAD_PORT)
-                    m.d.comb += self.desc_error.eq(1)
-                    m.next = "COMPLETE"
-                with m.Else():
-                    m.next = "WAIT_ROOM"
             with m.State("WAIT_ROOM"):
-                # Room for the whole frame, counting words still in the checksum
-                # engine's short delay line generously.
-                room = (self.fifo_words - data_fifo.level) > (words + 16)
-                with m.If(room & side_fifo.w_rdy):
-                    m.d.comb += [rd.req.valid.eq(1), rd.req.payload.addr.eq(desc.addr),
-                                 rd.req.payload.length.eq(desc.length)]
-                    with m.If(rd.req.ready):
-                        m.next = "DATA"
+                # Room for the whole frame, counting the words the TLS engine and
+                # the checksum engine's short delay line may hold, generously.
+                room = (self.fifo_words - data_fifo.level) > (words + 16 + TLS_BUFFER_WORDS)
+                with m.If(room):
+                    m.next = "COMMAND"
+            with m.State("COMMAND"):
+                m.d.comb += tls.cmd.valid.eq(1)
+                with m.If(tls.cmd.ready):
+                    with m.If(read_length == 0):
+                        m.next = "VERDICT"
+                    with m.Else():
+                        m.next = "REQUEST"
+            with m.State("REQUEST"):
+                m.d.comb += [rd.req.valid.eq(1), rd.req.payload.addr.eq(desc.addr),
+                             rd.req.payload.length.eq(read_length)]
+                with m.If(rd.req.ready):
+                    m.next = "DATA"
             with m.State("DATA"):
                 word = rd.resp.payload
-                tagged = desc.tag != 0
                 m.d.comb += [
-                    csum.i.valid.eq(rd.resp.valid),
-                    csum.i.payload.data.eq(word.data),
-                    csum.i.payload.keep.eq(word.keep),
-                    csum.i.payload.last.eq(word.last),
-                    rd.resp.ready.eq(csum.i.ready),
+                    tls.data.valid.eq(rd.resp.valid),
+                    tls.data.payload.eq(word),
+                    rd.resp.ready.eq(tls.data.ready),
                 ]
                 with m.If(rd.resp.valid & rd.resp.ready & word.last):
-                    m.d.comb += [
-                        side_fifo.w_en.eq(1),
-                        side_fifo.w_data.eq(Cat(desc.flags, desc.port[:2], word.error | tagged)),
-                    ]
-                    with m.If(word.error):
-                        m.d.sync += status.eq(TxStatus.DMA_ERROR)
-                        m.d.comb += self.dma_error.eq(1)
-                    with m.Elif(tagged):
-                        # No TLS contexts on this card (yet): every tag is out of
-                        # range, and the frame must not leave in the clear.
-                        m.d.sync += status.eq(TxStatus.BAD_TAG)
-                        m.d.comb += self.bad_tag.eq(1)
-                    with m.Else():
-                        m.d.sync += status.eq(TxStatus.OK)
+                    m.d.comb += self.dma_error.eq(word.error)
+                    m.next = "VERDICT"
+            with m.State("VERDICT"):
+                verdict = tls.verdict.payload
+                is_packet = desc.opcode == TxOpcode.PACKET
+                forced = Mux(verdict.force_csum, (TxFlags.CSUM_IP | TxFlags.CSUM_L4).value, 0)
+                with m.If(tls.verdict.valid & (~is_packet | side_fifo.w_rdy)):
+                    m.d.comb += tls.verdict.ready.eq(1)
+                    m.d.sync += status.eq(verdict.status)
+                    with m.If(is_packet):
+                        m.d.comb += [
+                            side_fifo.w_en.eq(1),
+                            side_fifo.w_data.eq(Cat(desc.flags.as_value() | forced, desc.port[:2],
+                                                    verdict.drop)),
+                        ]
                     m.next = "COMPLETE"
             with m.State("COMPLETE"):
                 m.d.comb += write_completion.eq(1)
