@@ -119,11 +119,17 @@ def gf_mul(m, a, b, name="gfm"):
 def gf_square(a):
     """``a * a`` in GF(2^128) of a packed block: a linear map, a few XORs per bit.
 
-    Squaring over GF(2) only spreads the coefficients (``x^i`` to ``x^2i``);
-    :func:`gf_reduce` folds the result back.
+    Squaring over GF(2) only spreads the coefficients (``x^i`` to ``x^2i``), so
+    output coefficient ``k`` is the XOR of the ``a_i`` whose ``x^2i mod P``
+    has ``x^k``.
     """
-    c = coeffs(a)
-    return gf_reduce(Cat(*[Cat(c[i], C(0, 1)) for i in range(127)], c[127]))
+    a = Value.cast(a)
+    pk = [8 * (k // 8) + 7 - (k % 8) for k in range(128)]   # coefficient k -> packed bit
+    cols = _reduce_matrix()
+    out = [None] * 128
+    for k in range(128):
+        out[pk[k]] = _xor_tree([a[pk[i]] for i in range(128) if cols[2 * i] >> k & 1])
+    return Cat(*out)
 
 
 def gf_mul_ref(x: bytes, y: bytes) -> bytes:
