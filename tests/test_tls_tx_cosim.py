@@ -25,6 +25,10 @@ DEFAULT_CARD = {
     "stream_1.2_aes128": ("tls_tx_stream", {}),
     "stream_1.3_aes256_mss536": ("tls_tx_stream", {"version": "1.3", "cipher": "AES-256-GCM",
                                                   "mss": 536}),
+    # Records of 22 bytes (TLS 1.3, empty content) after a 23-byte one: one
+    # starts at lane 1, so a word holds three cipher runs (tag end, payload
+    # byte, tag start).
+    "stream_1.3_minimal_records": ("tls_tx_stream", {"version": "1.3", "sizes": (1,) + (0,) * 9}),
     "matrix": ("tls_tx_matrix", {}),
     "interleaved_dump": ("tls_tx_interleaved", {}),
     "interleaved_seek": ("tls_tx_interleaved", {"strategy": "seek"}),
@@ -34,6 +38,11 @@ DEFAULT_CARD = {
     "seek_retransmits": ("tls_tx_seek_retransmits", {}),
     "bad_input": ("tls_tx_bad_input", {}),
 }
+#: Runs repeated with random back-pressure on the wire and idle cycles (the GCM
+#: pipeline and the merge stall while a frame is being encrypted).
+STRESSED = ("stream_1.3_aes256_mss536", "stream_1.3_minimal_records", "retransmit_seek",
+            "interleaved_dump")
+STRESS = {"idle": True, "backpressure": True, "seed": 11}
 OTHER_CARDS = [name for name in SCENARIOS if name in MULTI_PORT or name in TX_CONTEXTS]
 
 
@@ -48,6 +57,12 @@ def default_card():
     return run_on_gateware(batch, tag="tls_tx")
 
 
+@pytest.fixture(scope="module")
+def default_card_stressed():
+    batch = [(key, *DEFAULT_CARD[key]) for key in STRESSED]
+    return run_on_gateware(batch, tb_options=STRESS, tag="tls_tx_stress")
+
+
 def _compare(key, name, params, got):
     assert "error" not in got, got["error"]
     want = run_on_model(name, **params)
@@ -60,6 +75,12 @@ def _compare(key, name, params, got):
 def test_gateware_matches_model(key, default_card):
     name, params = DEFAULT_CARD[key]
     _compare(key, name, params, default_card[key])
+
+
+@pytest.mark.parametrize("key", STRESSED)
+def test_gateware_matches_model_under_backpressure(key, default_card_stressed):
+    name, params = DEFAULT_CARD[key]
+    _compare(key, name, params, default_card_stressed[key])
 
 
 @pytest.mark.parametrize("name", OTHER_CARDS)
