@@ -87,6 +87,14 @@ def _bytes(v, n):
     return [v[8 * i:8 * i + 8] for i in range(n)]
 
 
+def _xor_words(v, n):
+    # XOR of the first n 32-bit words of v, as a balanced tree.
+    ws = [v[32 * j:32 * j + 32] for j in range(n)]
+    while len(ws) > 1:
+        ws = [ws[k] ^ ws[k + 1] if k + 1 < len(ws) else ws[k] for k in range(0, len(ws), 2)]
+    return ws[0]
+
+
 def _xtime(a):
     # Multiply by x in GF(2^8) mod x^8+x^4+x^3+x+1, as wiring plus three XORs.
     return Cat(a[7], a[0] ^ a[7], a[1], a[2] ^ a[7], a[3] ^ a[7], a[4], a[5], a[6])
@@ -215,12 +223,13 @@ class AesPipeline(wiring.Component):
                 T = Mux(a256, t_rot ^ rc256, t_rot ^ rc128)
             else:
                 T = Mux(a256, t, t_rot ^ rc128)
+            # w_j = T ^ b_0 ^ ... ^ b_j. The prefix XORs of the base words come
+            # from registers only, so the path from the key ROM's output (an
+            # EBR, slow to its output) is two XORs, not a chain of four.
             base = Mux(a256, rkA, rkB)
-            w = []
-            prev = T
-            for j in range(4):
-                prev = base[32 * j:32 * j + 32] ^ prev
-                w.append(prev)
+            pre = Signal(128, name=f"rkpre{r}")
+            m.d.comb += pre.eq(Cat(*[_xor_words(base, j + 1) for j in range(4)]))
+            w = [T ^ pre[32 * j:32 * j + 32] for j in range(4)]
             rk = Signal(128, name=f"rk{r}")
             if r == 1:
                 m.d.comb += rk.eq(Mux(a256, rkA, Cat(*w)))  # AES-256: rk1 is the key's high half

@@ -423,8 +423,11 @@ class GcmEngine(wiring.Component):
         mask_o = _byte_mask(s_out.count)
         tmask_o = Mux(is_chunk(s_out, Kind.TEXT), mask_o, 0)
         hi_o = (Cat(C(0, 128), aes.ct) >> (s_out.kpos * 8))[:128] & tmask_o
-        ks_next = Signal(128)      # stage A's ks after the slot it holds (driven below)
-        ks_seen = Mux(s_out.load, data.View(GcmState, rfifo.r_data).ks, ks_next)
+        # ``lo``'s three sources are shifted apart and chosen after the shift.
+        a_ks = Signal(128)         # stage A's ks before the slot it holds (driven below)
+        a_ks_blk = Signal()        # ... which that slot replaces by its AES block
+        lo_o = Mux(s_out.load, data.View(GcmState, rfifo.r_data).ks >> (s_out.kpos * 8),
+                   Mux(a_ks_blk, r_blk >> (s_out.kpos * 8), a_ks >> (s_out.kpos * 8)))
         r_lo = Signal(128)         # ks bytes from kpos on, for the slot in R
         r_hi = Signal(128)         # new keystream bytes, masked to TEXT bytes
         r_hig = Signal(128)        # the same, 0 when decrypting (GHASH takes the input)
@@ -433,7 +436,7 @@ class GcmEngine(wiring.Component):
         r_gm = Signal(16)          # TEXT byte mask, 0 when decrypting
         with m.If(adv["r"]):
             m.d.sync += [r_s.eq(aes.side_out), r_blk.eq(aes.ct),
-                         r_lo.eq(ks_seen >> (s_out.kpos * 8)),
+                         r_lo.eq(lo_o),
                          r_hi.eq(hi_o), r_hig.eq(Mux(s_out.dec, 0, hi_o)),
                          r_din.eq(s_out.data & mask_o),
                          r_tm.eq(Cat(*[tmask_o[8 * i] for i in range(16)])),
@@ -476,7 +479,8 @@ class GcmEngine(wiring.Component):
                         m.d.comb += bn.kpos.eq(bc.kpos + cnt)
                 with m.Elif(s.kind == Kind.AAD):
                     m.d.comb += bn.aad_len.eq(bc.aad_len + cnt)
-        m.d.comb += ks_next.eq(bn.ks)
+        m.d.comb += [a_ks.eq(bc.ks),
+                     a_ks_blk.eq((s.op == _Op.KS) | is_chunk(s, Kind.TEXT) & s.newks)]
         # Stage B's controls, decoded here from the slot (see _Slot.psh).
         nontag = is_chunk(s, Kind.AAD) | is_chunk(s, Kind.TEXT)
         over = ~s.pflush & (s.psh + cnt > 16)
@@ -583,13 +587,14 @@ class GcmEngine(wiring.Component):
         # The lane this block joins: last written by a block at least two
         # cycles back (the block one cycle back went to the other lane), so its
         # value is a register: the restored one (b_lacc), the one restored by
-        # the slot now in C2 (same context), or C2's own. Every select is a
-        # register bit (NONE slots never load).
+        # the slot now in C2 (same context; c1_lacc, chosen by its next lane),
+        # or C2's own. Every select is a register bit (NONE slots never load).
         prev = Signal(128)
+        c1_lacc = Signal(128)
         with m.If(s.load):
             m.d.comb += prev.eq(b_lacc)
         with m.Elif(c1_s.load):
-            m.d.comb += prev.eq(Mux(own_c1.lane, c1_st.acc1, c1_st.acc))
+            m.d.comb += prev.eq(c1_lacc)
         with m.Else():
             m.d.comb += prev.eq(Mux(own_c1.lane, own_c2.acc1, own_c2.acc))
         mul_b = Signal(128)
@@ -608,6 +613,7 @@ class GcmEngine(wiring.Component):
         c1_enc_tag = Signal()      # the output bytes are the computed tag's
         with m.If(adv["c1"]):
             m.d.sync += [c1_s.eq(s), c1_st.eq(bn), c1_en.eq(b_en), c1_lane.eq(bc.lane),
+                         c1_lacc.eq(Mux(bn.lane, bc.acc1, bc.acc)),
                          c1_ej0.eq(b_ej0), c1_tdata.eq(b_tdata), c1_tm.eq(b_tm),
                          c1_enc_tag.eq(is_chunk(s, Kind.TAG) & ~s.dec)]
             m.d.sync += [r.eq(p) for r, p in zip(c1_parts, parts)]
