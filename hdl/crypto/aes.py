@@ -206,9 +206,9 @@ class AesPipeline(wiring.Component):
                          key_sb.addr.eq(kaddr), key_sb.en.eq(en)]
             # Registers of stage r (the ROM outputs are its other registers):
             # rkA = rk(r-2), rkB = rk(r-1) (at stage 1: key high half, rk0).
-            rkA = Signal(128, name=f"rkA{r}")
-            rkB = Signal(128, name=f"rkB{r}")
-            a256 = Signal(name=f"a256_{r}")
+            rkA = Signal(128, name=f"rkA{r}", reset_less=True)
+            rkB = Signal(128, name=f"rkB{r}", reset_less=True)
+            a256 = Signal(name=f"a256_{r}", reset_less=True)
             side = Signal(self.side_width, name=f"side{r}")
             with m.If(en):
                 m.d.sync += [rkA.eq(rkA_in), rkB.eq(rkB_in), a256.eq(a256_in), side.eq(side_in)]
@@ -251,7 +251,7 @@ class AesPipeline(wiring.Component):
                 m.d.comb += s.eq(last)
             if 10 <= r < 14:
                 # Carry the finished AES-128 block towards the common output stage.
-                dly = Signal(128, name=f"d128_{r}")
+                dly = Signal(128, name=f"d128_{r}", reset_less=True)
                 with m.If(en):
                     m.d.sync += dly.eq(d128[-1])
                 d128.append(dly)
@@ -259,9 +259,13 @@ class AesPipeline(wiring.Component):
             addr, kaddr = s, rk[96:128]
             rkA_in, rkB_in, a256_in, side_in = rkB, rk, a256, side
 
+        # Only the side payload has a reset (it tells empty slots apart): a reset
+        # on every key and data register would be a net to ~8 k flip-flops.
+        ct = Signal(128, reset_less=True)
+        m.d.comb += self.ct.eq(ct)
         with m.If(stage_en(15)):
             m.d.sync += [
-                self.ct.eq(Mux(a256_in, addr, d128[-1])),
+                ct.eq(Mux(a256_in, addr, d128[-1])),
                 self.side_out.eq(side_in),
             ]
         return m

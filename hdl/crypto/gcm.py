@@ -393,6 +393,9 @@ class GcmEngine(wiring.Component):
                 m.d.sync += lenpend.eq(0)
 
         # ----------------------------------------------------------------- back end
+        # Data registers are reset_less: only slots (their op), valid bits and
+        # control state need the reset, and a reset on all ~20 k flip-flops is
+        # a 20 k-load net. A context's fields are taken from its state at load.
         # Six register stages, each owning a group of state fields (see _OWN):
         # R registers the AES output and the restored state; A applies the
         # keystream; B packs GHASH blocks; C1 and C2 run the GHASH multiply; D
@@ -414,8 +417,8 @@ class GcmEngine(wiring.Component):
         s_out = data.View(_Slot, aes.side_out)
         m.d.comb += rfifo.r_en.eq(adv["r"] & (s_out.op != _Op.NONE) & s_out.load)
         r_s = Signal(_Slot)
-        r_blk = Signal(128)
-        r_rs = Signal(GcmState)
+        r_blk = Signal(128, reset_less=True)
+        r_rs = Signal(GcmState, reset_less=True)
         # The chunk's keystream bytes are ``(ks || blk) >> 8*kpos``: ``lo``, the
         # bytes still in ``ks``, and ``hi``, those of the new block. ``hi``
         # depends on this slot alone; ``lo`` on the ``ks`` that the slot now in
@@ -428,12 +431,12 @@ class GcmEngine(wiring.Component):
         a_ks_blk = Signal()        # ... which that slot replaces by its AES block
         lo_o = Mux(s_out.load, data.View(GcmState, rfifo.r_data).ks >> (s_out.kpos * 8),
                    Mux(a_ks_blk, r_blk >> (s_out.kpos * 8), a_ks >> (s_out.kpos * 8)))
-        r_lo = Signal(128)         # ks bytes from kpos on, for the slot in R
-        r_hi = Signal(128)         # new keystream bytes, masked to TEXT bytes
-        r_hig = Signal(128)        # the same, 0 when decrypting (GHASH takes the input)
-        r_din = Signal(128)        # chunk bytes, zero past count
-        r_tm = Signal(16)          # TEXT byte mask
-        r_gm = Signal(16)          # TEXT byte mask, 0 when decrypting
+        r_lo = Signal(128, reset_less=True)  # ks bytes from kpos on, for the slot in R
+        r_hi = Signal(128, reset_less=True)  # new keystream bytes, masked to TEXT bytes
+        r_hig = Signal(128, reset_less=True)  # the same, 0 when decrypting (GHASH takes the input)
+        r_din = Signal(128, reset_less=True)  # chunk bytes, zero past count
+        r_tm = Signal(16, reset_less=True)  # TEXT byte mask
+        r_gm = Signal(16, reset_less=True)  # TEXT byte mask, 0 when decrypting
         with m.If(adv["r"]):
             m.d.sync += [r_s.eq(aes.side_out), r_blk.eq(aes.ct),
                          r_lo.eq(lo_o),
@@ -448,7 +451,7 @@ class GcmEngine(wiring.Component):
         s = r_s
         blk = r_blk
         live_a = s.op != _Op.NONE
-        own_a = Signal(GcmState)
+        own_a = Signal(GcmState, reset_less=True)
         bc = Signal(GcmState)
         restore(bc, r_rs, own_a, s.load, _OWN_A)
         bn = Signal(GcmState)
@@ -486,10 +489,10 @@ class GcmEngine(wiring.Component):
         over = ~s.pflush & (s.psh + cnt > 16)
         absorb = (s.op == _Op.EJ0) & s.pflush | nontag & (s.pflush | over)
         a_s = Signal(_Slot)
-        a_gs = Signal(256)         # GHASH bytes shifted to their place in the partial block
-        a_ej0 = Signal(128)
-        a_st = Signal(GcmState)
-        a_h2 = Signal(128)
+        a_gs = Signal(256, reset_less=True)  # GHASH bytes shifted to their place in the partial block
+        a_ej0 = Signal(128, reset_less=True)
+        a_st = Signal(GcmState, reset_less=True)
+        a_h2 = Signal(128, reset_less=True)
         a_ctl = Signal(data.StructLayout({
             "gh": 1,     # a GHASH block goes to the multiplier
             "xp": 1,     # ... made of the partial block (pbuf)
@@ -520,7 +523,7 @@ class GcmEngine(wiring.Component):
         # absorbed zero-padded and TEXT starts afresh (``pflush``).
         s = a_s
         live_b = s.op != _Op.NONE
-        own_b = Signal(GcmState)
+        own_b = Signal(GcmState, reset_less=True)
         bc = Signal(GcmState)
         restore(bc, a_st, own_b, s.load, _OWN_B)
         bn = Signal(GcmState)
@@ -547,14 +550,14 @@ class GcmEngine(wiring.Component):
                         with m.If(cnt != 0):
                             m.d.comb += bn.ptext.eq(s.kind == Kind.TEXT)
         b_s = Signal(_Slot)
-        b_ej0 = Signal(128)
-        b_st = Signal(GcmState)
+        b_ej0 = Signal(128, reset_less=True)
+        b_st = Signal(GcmState, reset_less=True)
         b_en = Signal()
-        b_x = Signal(128)
-        b_k = Signal(128)          # the multiplier's constant: H for the length block, else H^2
-        b_lacc = Signal(128)       # a loading slot's accumulator of its lane (for C1)
-        b_tdata = Signal(128)      # TAG bytes at their place in the tag (for C2)
-        b_tm = Signal(16)          # ... which of the 16 places they fill (decrypt only)
+        b_x = Signal(128, reset_less=True)
+        b_k = Signal(128, reset_less=True)  # the multiplier's constant: H for the length block, else H^2
+        b_lacc = Signal(128, reset_less=True)  # a loading slot's accumulator of its lane (for C1)
+        b_tdata = Signal(128, reset_less=True)  # TAG bytes at their place in the tag (for C2)
+        b_tm = Signal(16, reset_less=True)  # ... which of the 16 places they fill (decrypt only)
         tmask = Signal(16)
         m.d.comb += tmask.eq(Cat(*[(s.tpos <= i) & (s.tpos + cnt > i) for i in range(16)]))
         with m.If(adv["b"]):
@@ -576,10 +579,10 @@ class GcmEngine(wiring.Component):
         # sums registered); C2 owns the accumulators, reduces and finishes it.
         s = b_s
         live_c1 = s.op != _Op.NONE
-        own_c1 = Signal(GcmState)
-        own_c2 = Signal(GcmState)
+        own_c1 = Signal(GcmState, reset_less=True)
+        own_c2 = Signal(GcmState, reset_less=True)
         c1_s = Signal(_Slot)
-        c1_st = Signal(GcmState)
+        c1_st = Signal(GcmState, reset_less=True)
         bc = Signal(GcmState)
         restore(bc, b_st, own_c1, s.load, _OWN_C1)
         bn = Signal(GcmState)
@@ -590,7 +593,7 @@ class GcmEngine(wiring.Component):
         # the slot now in C2 (same context; c1_lacc, chosen by its next lane),
         # or C2's own. Every select is a register bit (NONE slots never load).
         prev = Signal(128)
-        c1_lacc = Signal(128)
+        c1_lacc = Signal(128, reset_less=True)
         with m.If(s.load):
             m.d.comb += prev.eq(b_lacc)
         with m.Elif(c1_s.load):
@@ -604,12 +607,12 @@ class GcmEngine(wiring.Component):
             m.d.comb += bn.lane.eq(~bc.lane)
         with m.If(s.op == _Op.LEN):
             m.d.comb += bn.lane.eq(0)
-        c1_parts = [Signal(255, name=f"c1_part{i}") for i in range(_MUL_PARTS)]
+        c1_parts = [Signal(255, name=f"c1_part{i}", reset_less=True) for i in range(_MUL_PARTS)]
         c1_en = Signal()
         c1_lane = Signal()
-        c1_ej0 = Signal(128)
-        c1_tdata = Signal(128)
-        c1_tm = Signal(16)
+        c1_ej0 = Signal(128, reset_less=True)
+        c1_tdata = Signal(128, reset_less=True)
+        c1_tm = Signal(16, reset_less=True)
         c1_enc_tag = Signal()      # the output bytes are the computed tag's
         with m.If(adv["c1"]):
             m.d.sync += [c1_s.eq(s), c1_st.eq(bn), c1_en.eq(b_en), c1_lane.eq(bc.lane),
@@ -626,7 +629,7 @@ class GcmEngine(wiring.Component):
         restore(bc, c1_st, own_c2, s.load, _OWN_C2)
         bn = Signal(GcmState)
         m.d.comb += bn.eq(bc)
-        ej0 = Signal(128)
+        ej0 = Signal(128, reset_less=True)
         prod = Signal(128)
         m.d.comb += prod.eq(gf_reduce(_xor_tree(c1_parts)))
         with m.If(s.op == _Op.LEN):
@@ -643,8 +646,7 @@ class GcmEngine(wiring.Component):
         mism = Cat(*[(bc.acc[8 * i:8 * i + 8] != c1_tdata[8 * i:8 * i + 8]) & c1_tm[i]
                      for i in range(16)])
         c_s = Signal(_Slot)
-        c_st = Signal(GcmState)
-        c_tb = Signal(128)
+        c_st = Signal(GcmState, reset_less=True)
         c_bad = Signal()
         c_tdone = Signal()
         with m.If(adv["c2"]):
@@ -663,7 +665,7 @@ class GcmEngine(wiring.Component):
         # ---- stage D: tag check, outputs
         s = c_s
         live_d = s.op != _Op.NONE
-        own_d = Signal(GcmState)
+        own_d = Signal(GcmState, reset_less=True)
         bc = Signal(GcmState)
         restore(bc, c_st, own_d, s.load, _OWN_D)
         bn = Signal(GcmState)
@@ -691,25 +693,27 @@ class GcmEngine(wiring.Component):
         for name, port, push, beat in (("oc", o_chunk, push_c, beat_c),
                                        ("os", o_state, push_s, bn),
                                        ("ot", o_tag, push_t, beat_t)):
-            b1 = Signal.like(port.payload, name=f"{name}_skid")
+            b0 = Signal.like(port.payload, name=f"{name}_out", reset_less=True)
+            b1 = Signal.like(port.payload, name=f"{name}_skid", reset_less=True)
             v1 = Signal(name=f"{name}_v1")
+            m.d.comb += port.payload.eq(b0)
             pop = port.valid & port.ready
             with m.If(pop):
                 with m.If(v1):
-                    m.d.sync += port.payload.eq(b1)
+                    m.d.sync += b0.eq(b1)
                     with m.If(push):
                         m.d.sync += b1.eq(beat)
                     with m.Else():
                         m.d.sync += v1.eq(0)
                 with m.Elif(push):
-                    m.d.sync += port.payload.eq(beat)
+                    m.d.sync += b0.eq(beat)
                 with m.Else():
                     m.d.sync += port.valid.eq(0)
             with m.Elif(push):
                 with m.If(port.valid):
                     m.d.sync += [b1.eq(beat), v1.eq(1)]
                 with m.Else():
-                    m.d.sync += [port.payload.eq(beat), port.valid.eq(1)]
+                    m.d.sync += [b0.eq(beat), port.valid.eq(1)]
             # Beats held after this cycle: at most one, or the next one may not fit.
             n = port.valid.as_unsigned() + v1 + push - pop
             room.append(n <= 1)
