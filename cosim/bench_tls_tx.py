@@ -172,12 +172,17 @@ async def loss_run(bus, wire, counter, *, mode, strategy="dump", loss=0.0, recor
     figures = {"segments": len(segs), "lost": 0, "retransmits": 0, "rexmit_payload_bytes": 0}
 
     async def drain():
+        # The receiver ACKs only what has reached it: on a card that works
+        # behind its ring (the gateware) a segment is on the wire only once
+        # its completion is in, and the driver frees a record's host buffer
+        # (what the card reads) when the record is acked.
         nonlocal taken
         await ktls.poll()
         new, taken = ktls.completions[taken:], len(ktls.completions)
         for c in new:
             if c.opcode is TxOpcode.PACKET and c.status is TxStatus.OK:
                 receiver.take(await wire.recv(0))
+        sock.ack(segs[acked].seq if acked < len(segs) else sock.tcp.snd_max)
 
     async def send(index, attempt):
         nonlocal acked
@@ -194,7 +199,6 @@ async def loss_run(bus, wire, counter, *, mode, strategy="dump", loss=0.0, recor
         delivered.add(index)
         while acked in delivered:                 # the receiver's cumulative ACK
             acked += 1
-        sock.ack(segs[acked].seq if acked < len(segs) else sock.tcp.snd_max)
 
     clock = 0
     for index in range(len(segs)):

@@ -211,6 +211,7 @@ class KtlsDriver:
         self.crypto_queue = collections.deque()   # (sock, entry) waiting for software encryption
         self._posted = {}          # TXQ index -> (SendTag or None, socket, segment or None)
         self._freeing = {}         # TXQ index of a FREE -> SendTag
+        self._dumping = {}         # TXQ index of a DUMP -> the record whose memory it reads
         self._to_free = []         # tags whose last reference went away
         self.stats = dict.fromkeys((
             "offload_total", "sw_tx", "ifnet_tx", "ifnet_alloc_failed", "enomem",
@@ -235,6 +236,11 @@ class KtlsDriver:
             if c.index in self._freeing:
                 self._release(self._freeing.pop(c.index))
                 continue
+            record = self._dumping.pop(c.index, None)
+            if record is not None:
+                record.dma_refs -= 1
+                if not record.dma_refs and getattr(record, "free_deferred", False):
+                    KtlsSocket.free_record_memory(self, record)
             tag, sock, seg = self._posted.pop(c.index, (None, None, None))
             if c.opcode is TxOpcode.PACKET and tag is not None and c.status is not TxStatus.OK:
                 self.stats["drops_seen"] += 1
@@ -464,6 +470,11 @@ class KtlsDriver:
                 n = min(n, avail)
                 index = await self.dev.post_tx_raw(opcode=TxOpcode.DUMP, tag=tag.tag, length=n,
                                                    addr=addr)
+                # The card reads the record's memory whenever it gets to the
+                # DUMP: an ACK meanwhile (a spurious retransmit) must not free
+                # it under the card (mlx5 holds the mbuf until the completion).
+                entry.record.dma_refs = getattr(entry.record, "dma_refs", 0) + 1
+                self._dumping[index] = entry.record
             self._hold(index, tag)
             self.stats["dump_descriptors"] += 1
             self.stats["redma_bytes"] += n
@@ -678,12 +689,22 @@ class KtlsSocket:
             self.t_nic_ktls_xmit = False
 
     def _free_record(self, record):
-        for addr in record.owned:
-            self.ktls.dev.bus.free(addr)
-        record.owned, record.host = [], None
+        if getattr(record, "dma_refs", 0):
+            record.free_deferred = True      # a DUMP in the ring still reads it
+        else:
+            self.free_record_memory(self.ktls, record)
+        record.host = None
         if record in self._unmapped:
             self._unmapped.remove(record)
         self._session_rele(record.session)
+
+    @staticmethod
+    def free_record_memory(ktls, record):
+        """Give back the host memory of an acked record that no DUMP reads any more."""
+        for addr in record.owned:
+            ktls.dev.bus.free(addr)
+        record.owned = []
+        record.free_deferred = False
 
     def first_record_of(self, session):
         """``(seq, record number)`` where a new context for ``session`` starts.
