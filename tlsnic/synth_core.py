@@ -43,7 +43,7 @@ def _from_log(log):
         mf = re.search(r"Max frequency for clock '([^']+)': ([\d.]+) MHz", line)
         if mf:
             fmax[mf.group(1)] = float(mf.group(2))
-        if "Routing.." in line:
+        if "Routing.." in line or "Running router2" in line:
             stage = "routing (not finished)"
     return util, fmax, stage
 
