@@ -97,9 +97,9 @@ async def bench(dut):
 
 def run(sim=None):
     """Build the NIC, run the bench, return the figures."""
-    from tlsnic.cosim.build import Design
+    from tlsnic.cosim.build import nic_design
     from tlsnic.cosim.runner import CocotbRun
-    run = CocotbRun(Design("tlsnic.hdl.top:make_nic", "nic"), sim=sim, waves=False)
+    run = CocotbRun(nic_design(), sim=sim, waves=False)
     test_dir = run.build_dir / f"bench-plain-{os.getpid()}"
     test_dir.mkdir(parents=True, exist_ok=True)
     out = test_dir / "results.json"

@@ -304,10 +304,10 @@ def run(sim="model", *, records=128, seed=1, loss_rates=LOSS_RATES, mss=1448, ve
 # --- under cocotb (Verilator) ----------------------------------------------------------------
 
 def _run_cocotb(sim, setup):
-    from tlsnic.cosim.build import Design
+    from tlsnic.cosim.build import nic_design
     from tlsnic.cosim.runner import CocotbRun
     from tlsnic.cosim.tb import CLOCK_NS
-    runner = CocotbRun(Design("tlsnic.hdl.top:make_nic", "nic"), sim=sim, waves=False)
+    runner = CocotbRun(nic_design(), sim=sim, waves=False)
     test_dir = runner.build_dir / f"bench-tls-tx-{os.getpid()}"
     test_dir.mkdir(parents=True, exist_ok=True)
     out = test_dir / "results.json"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-__all__ = ["BUILD_ROOT", "source_hash", "Design", "export_verilog"]
+__all__ = ["BUILD_ROOT", "source_hash", "Design", "nic_design", "export_verilog"]
 
 _REPO = Path(__file__).resolve().parent.parent
 #: Everything generated goes below here (ignored by git).
@@ -63,6 +63,12 @@ class Design:
         module, _, attr = self.factory.partition(":")
         factory = getattr(importlib.import_module(module), attr)
         return factory(**self.params)
+
+
+def nic_design(*, ports=1, tx_contexts=256):
+    """The card (``hdl.top.Nic``) as every co-simulation builds it: one place, so
+    the tests, the benches and ``tlsnic sim`` share one cached build per shape."""
+    return Design("tlsnic.hdl.top:make_nic", "nic", ports=ports, tx_contexts=tx_contexts)
 
 
 def export_verilog(design):

@@ -45,10 +45,9 @@ def run_on_gateware(batch, *, ports=1, tx_contexts=256, tb_options=None, sim=Non
     ``ports`` and ``tx_contexts`` configure the card built. Returns
     ``{key: observation}``; a scenario that raised has ``{"error": traceback}``.
     """
-    from tlsnic.cosim.build import Design
+    from tlsnic.cosim.build import nic_design
     from tlsnic.cosim.runner import CocotbRun
-    run = CocotbRun(Design("tlsnic.hdl.top:make_nic", "nic", ports=ports,
-                                tx_contexts=tx_contexts), sim=sim, waves=waves)
+    run = CocotbRun(nic_design(ports=ports, tx_contexts=tx_contexts), sim=sim, waves=waves)
     tb_options = dict(tb_options or {}, ports=ports)
     test_dir = run.build_dir / f"run-{tag}-{os.getpid()}"
     test_dir.mkdir(parents=True, exist_ok=True)
