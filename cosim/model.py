@@ -559,7 +559,7 @@ class ReferenceNic(HostMemoryBus):
             Queue.RXCQ, Irq.RXCQ, RxCompletion,
             index=index, status=status, port=port, length=wire_length,
             ip_csum=ip_csum, l4_csum=l4_csum,
-            l3_proto=parsed.l3_proto, l4_proto=parsed.l4_proto, tag=0, aux=0)
+            l3_proto=parsed.l3_proto, l4_proto=parsed.l4_proto, tag=0)
         return True
 
     async def _receive_from_wire(self, frame, port):

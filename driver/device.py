@@ -96,13 +96,17 @@ class RxFrame:
     l3_proto: object
     l4_proto: object
     tag: int
-    aux: int
+    tls: object         # RxTlsStatus, or int
+    auth_fail: bool
+    dec_start: int
+    dec_end: int
+    resync_offset: object   # int (two's complement decoded), or None without a candidate
     raw: bytes
 
     def to_dict(self):
         """JSON-friendly form (enums by name, bytes as hex)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for key in ("status", "ip_csum", "l4_csum", "l3_proto", "l4_proto"):
+        for key in ("status", "ip_csum", "l4_csum", "l3_proto", "l4_proto", "tls"):
             out[key] = _name(out[key])
         out["data"] = self.data.hex()
         out["raw"] = self.raw.hex()
@@ -531,7 +535,10 @@ class Device:
             self._rx_ready.append(RxFrame(
                 data=bytes(data), index=c.index, status=c.status, port=c.port,
                 length=c.length, ip_csum=c.ip_csum, l4_csum=c.l4_csum,
-                l3_proto=c.l3_proto, l4_proto=c.l4_proto, tag=c.tag, aux=c.aux,
+                l3_proto=c.l3_proto, l4_proto=c.l4_proto, tag=c.tag, tls=c.tls,
+                auth_fail=bool(c.auth_fail), dec_start=c.dec_start, dec_end=c.dec_end,
+                resync_offset=(c.resync_offset - ((c.resync_offset & 0x8000) << 1)
+                               if c.resync else None),
                 raw=bytes(raw)))
         if entries:
             self._idle_polls = 0

@@ -100,6 +100,7 @@ named in :class:`TxFlags` are ignored, as are the flags of a ``NOP``.
 """
 
 import enum as _py_enum
+import zlib
 from types import SimpleNamespace
 
 from amaranth.lib import data, enum
@@ -111,7 +112,9 @@ __all__ = [
     "TlsCipher", "TlsVersion", "TlsStaticParams", "TlsProgressFlags", "TlsProgressParams",
     "TlsTagLogEntry", "TLS_MAX_CIPHERTEXT", "CAP_TLS_AES_128_GCM", "CAP_TLS_AES_256_GCM",
     "CAP_TLS_1_2", "CAP_TLS_1_3", "CAP_TLS_TX", "CAP_TLS_RX",
-    "RxDescriptor", "RxStatus", "CsumStatus", "L3Proto", "L4Proto", "RxCompletion",
+    "RxDescriptor", "RxStatus", "CsumStatus", "L3Proto", "L4Proto", "RxTlsStatus", "RxCompletion",
+    "TlsRxResyncFlags", "TlsRxResyncParams", "STEER_WAYS", "record_length_bounds",
+    "FLOW_KEY_BYTES", "flow_key", "flow_hash",
     "Counter", "COUNTER_BASE",
     "pack", "unpack", "Fields", "layout_bytes",
 ]
@@ -195,6 +198,10 @@ class TxOpcode(enum.Enum, shape=8):
     SET_PROGRESS = 0x03  #: reposition context ``tag`` (:class:`TlsProgressParams` at ``addr``)
     DUMP         = 0x04  #: feed ``length`` record bytes at ``addr`` through context ``tag``; nothing sent
     FREE         = 0x05  #: clear context ``tag``, key zeroed
+    # TLS receive control (see "TLS receive" below); ``tag`` names a receive context.
+    RX_SET_STATIC = 0x06  #: create receive context ``tag`` and its steering rule (:class:`TlsStaticParams` at ``addr``)
+    RX_RESYNC     = 0x07  #: answer the context's resync candidate (:class:`TlsRxResyncParams` at ``addr``)
+    RX_FREE       = 0x08  #: clear receive context ``tag`` and its steering rule, key zeroed
 
 
 class TxFlags(enum.Flag, shape=8):
@@ -216,6 +223,10 @@ class TxStatus(enum.Enum, shape=8):
     CONTEXT_FAILED  = 0x09  #: the context saw a bogus TLS header; dropped until SET_PROGRESS
     NO_TAG     = 0x0A   #: frame would carry tag bytes of a record entered by seek with no tag given; dropped
     WRONG_PORT = 0x0B   #: tagged frame for another port than its context's: dropped (route changed; the driver resets the tag)
+    # TLS receive control
+    STEER_FULL   = 0x0C  #: RX_SET_STATIC: the flow's steering bucket has no free way; nothing created
+    STEER_EXISTS = 0x0D  #: RX_SET_STATIC: a live context already steers this flow on this port; nothing created
+    RESYNC_STALE = 0x0E  #: RX_RESYNC names no candidate the context is waiting on; nothing changed
 
 
 class TxDescriptor(data.Struct):
@@ -373,6 +384,126 @@ class TlsTagLogEntry(data.Struct):
     _rsvd: 63
 
 
+# --- TLS receive -------------------------------------------------------------
+#
+# Receive contexts (tags ``1..CAP_CONTEXTS[31:16]``, a tag space of their own)
+# are created by ``RX_SET_STATIC`` on the TX queue, in band with everything
+# else the driver tells the card, as mlx5 posts its RX TLS parameters on a send
+# queue. The :class:`TlsStaticParams` block names the flow as the card
+# receives it: ``src_*`` is the peer (the frames' source), ``dst_*`` this host,
+# ``port`` the ingress port; ``tcp_seq`` and ``record_number`` name the next
+# record header the card will meet (the driver may enable in the middle of a
+# record: it names the next one). ``tag_log_*`` are ignored.
+#
+# Steering. A TCP segment over IPv4 or IPv6 (one VLAN tag allowed, its ID not
+# part of the key; fragments never) is looked up by its :func:`flow_key`
+# (ingress port, IP version, addresses, ports) whatever its checksums say. The
+# table is ``rx_contexts / 2`` buckets of :data:`STEER_WAYS` ways, each way a
+# 32-bit fingerprint ``h = flow_hash(key)`` and a tag; the flow may sit in
+# bucket ``h % buckets`` or ``(h >> 16) % buckets`` (two choices: 256 flows fit
+# a 256-context card with overwhelming probability, and a full bucket is
+# answered, never overwritten). A way whose fingerprint matches names the
+# candidate context, whose stored key must then equal the frame's key. Insert:
+# a fingerprint already present in either bucket is STEER_EXISTS; else the
+# bucket with fewer used ways (the first on a tie), its lowest free way; both
+# full is STEER_FULL. RX_FREE removes the way.
+#
+# Per context the card keeps ``next_seq`` (the next new byte), a record walker
+# (position in the current record, its length once the header is seen, the
+# GCM state of a record split across frames) and a tracker state:
+#
+# * TRACKING: every record is decrypted in place and its tag checked at its
+#   end. ``dec_start``/``dec_end`` in the completion give the payload bytes
+#   that belong to records being decrypted; there ciphertext became plaintext
+#   (TLS 1.3: inner type and padding included) while header, explicit nonce
+#   and tag bytes stay as received. A record can be *skipped* (not decrypted,
+#   tag not checked): the one the tracker was in when a gap hit it, and the one
+#   it was in when the driver confirmed a candidate.
+# * SEARCHING: contiguous new bytes are scanned for a plausible header: type
+#   23 (TLS 1.3) or 20..23 (TLS 1.2), version 0x0303, length in
+#   :func:`record_length_bounds`. The window carries up to 4 bytes from the
+#   previous contiguous frame, so a header may straddle two frames. The first
+#   one found is reported (``resync``, ``resync_offset``) and the context
+#   moves to PENDING.
+# * PENDING: the walker follows the candidate's chain of records (each header
+#   must be plausible) without decrypting. ``RX_RESYNC`` with CONFIRM and the
+#   candidate's record number moves it to TRACKING: the record the walker is in
+#   stays skipped, the next one is decrypted (its number counted from the
+#   candidate's along the chain). REJECT, or an implausible header on the
+#   chain, moves it to SEARCHING.
+#
+# Per frame steered to a live context, with ``s`` its seq, ``L`` its payload
+# length and ``N`` the context's ``next_seq`` (mod 2**32):
+#
+# 1. ``L == 0``: NONE. A bad IP or TCP checksum, or a truncated frame:
+#    NOT_CHECKED. Nothing changes in the context.
+# 2. ``s + L <= N``: OUT_OF_ORDER, nothing changes. ``s < N``: the bytes
+#    before ``N`` pass unchanged, the rest is new.
+# 3. ``s > N`` (a gap): TRACKING or PENDING stay so when the current record's
+#    header was seen whole and ``s`` is not past the record's end (the record
+#    becomes skipped); otherwise, and in SEARCHING, the context searches
+#    afresh (window empty) from the frame's first byte.
+# 4. The new bytes are walked (TRACKING, PENDING) or scanned (SEARCHING);
+#    ``N = s + L``. An implausible header met by the walker ends the frame's
+#    decrypted span there and moves the context to SEARCHING, scanning from
+#    the next frame on. A tag failure does not lose sync: ``auth_fail`` is set
+#    and the next record is decrypted.
+#
+# The completion's ``tls`` is the tracker state the frame was processed in
+# (after step 3). Rules fixed so that model (``cosim/model_tls_rx.py``) and
+# gateware agree: ``RX_SET_STATIC`` checks tag (free and in range), the block
+# read, the parameters (cipher, version, ``ip_version`` 4 or 6), then steering;
+# the context starts TRACKING at ``next_seq = tcp_seq``. ``RX_RESYNC`` checks
+# tag (live), the block read, then the candidate: the context must be PENDING
+# on ``candidate_seq`` (else RESYNC_STALE). ``RX_FREE`` checks the tag. The
+# key is never readable and is zeroed on RX_FREE.
+
+class TlsRxResyncFlags(enum.Flag, shape=8):
+    CONFIRM = 0x01      #: the candidate is a record start; without it the candidate is rejected
+
+
+class TlsRxResyncParams(data.Struct):
+    """RX_RESYNC block (16 bytes)."""
+    candidate_seq: 32       #: the TCP seq the card reported
+    flags: TlsRxResyncFlags
+    _rsvd: 24
+    record_number: 64       #: with CONFIRM: the number of the record starting there
+
+
+#: Ways per steering bucket.
+STEER_WAYS = 4
+
+
+def record_length_bounds(version):
+    """``(min, max)`` of a plausible TLSCiphertext.length for AES-GCM records.
+
+    TLS 1.2: explicit nonce + tag at least, 2**14 + 256 + nonce at most; TLS
+    1.3: tag + inner content type at least, 2**14 + 256 at most.
+    """
+    version = TlsVersion(version)
+    if version is TlsVersion.TLS_1_2:
+        return 8 + 16, TLS_MAX_CIPHERTEXT + 8
+    return 16 + 1, TLS_MAX_CIPHERTEXT
+
+
+#: Bytes of a flow key: port, IP version, source and destination address
+#: (16 bytes each, IPv4 in the first 4), source and destination TCP port.
+FLOW_KEY_BYTES = 1 + 1 + 16 + 16 + 2 + 2
+
+
+def flow_key(port, ip_version, src_addr, dst_addr, src_port, dst_port):
+    """The steering key of a flow as bytes (addresses as ``bytes``, 4 or 16 long)."""
+    return (bytes([port, ip_version]) + bytes(src_addr).ljust(16, b"\0")
+            + bytes(dst_addr).ljust(16, b"\0")
+            + src_port.to_bytes(2, "big") + dst_port.to_bytes(2, "big"))
+
+
+def flow_hash(key):
+    """Steering fingerprint of a :func:`flow_key`: CRC-32 (IEEE, as ``zlib``)."""
+    assert len(key) == FLOW_KEY_BYTES
+    return zlib.crc32(key)
+
+
 # --- RX ---------------------------------------------------------------------
 
 class RxDescriptor(data.Struct):
@@ -410,6 +541,16 @@ class L4Proto(enum.Enum, shape=2):
     UDP   = 2
 
 
+class RxTlsStatus(enum.Enum, shape=3):
+    """What the TLS receive engine did with a frame (see "TLS receive")."""
+    NONE         = 0  #: no receive context (``tag`` 0), or no TCP payload
+    TRACKING     = 1  #: in order and in sync: payload bytes ``[dec_start, dec_end)`` are decrypted
+    SEARCHING    = 2  #: sync lost: the payload was scanned for a record header (``resync``)
+    PENDING      = 3  #: a candidate waits for the driver's answer: passed unchanged
+    OUT_OF_ORDER = 4  #: all of it before the context's ``next_seq``: passed unchanged
+    NOT_CHECKED  = 5  #: checksum bad or frame truncated: passed unchanged, context unchanged
+
+
 class RxCompletion(data.Struct):
     """One RX completion queue entry (16 bytes)."""
     index:    16    #: RXQ index of the buffer used
@@ -420,10 +561,15 @@ class RxCompletion(data.Struct):
     l4_csum:  CsumStatus
     l3_proto: L3Proto
     l4_proto: L4Proto
-    _rsvd0:   8
+    tls:      RxTlsStatus
+    auth_fail: 1    #: a record whose last tag byte is in this frame failed its tag check
+    resync:   1     #: a resync candidate was found (``resync_offset``)
+    _rsvd0:   3
     tag:      16    #: receive tag the frame was steered to; 0 = none
-    aux:      32    #: reserved for the TLS engines
-    _rsvd1:   15
+    dec_start: 14   #: with ``TRACKING``: TCP payload offsets of the decrypted bytes ...
+    dec_end:   14   #: ... ``[dec_start, dec_end)``; equal when nothing was decrypted
+    resync_offset: 16  #: candidate header's TCP seq minus the frame's seq (two's complement, >= -4)
+    _rsvd1:   3
     phase:    1
 
 
@@ -458,6 +604,18 @@ class Counter(enum.IntEnum):
     TX_TLS_DUMP_BYTES        = 19   #: bytes they fed through the cipher state
     TX_TLS_CTX               = 20   #: contexts created (SET_STATIC accepted); minus FREE = in use
     TX_TLS_CTX_FREED         = 21
+    # TLS receive
+    RX_TLS_DECRYPTED_PACKETS = 22   #: completions with a non-empty decrypted span
+    RX_TLS_DECRYPTED_BYTES   = 23   #: bytes in those spans
+    RX_TLS_RECORDS           = 24   #: records whose tag was checked (good or bad)
+    RX_TLS_AUTH_FAIL         = 25   #: of those, tags that did not match
+    RX_TLS_RESYNC_REQ        = 26   #: candidates reported
+    RX_TLS_RESYNC_OK         = 27   #: RX_RESYNC confirmations accepted
+    RX_TLS_RESYNC_FAIL       = 28   #: RX_RESYNC rejections accepted, and RESYNC_STALE answers
+    RX_TLS_LOST_SYNC         = 29   #: moves to SEARCHING (gap over a header, implausible header)
+    RX_TLS_OOO               = 30   #: OUT_OF_ORDER completions
+    RX_TLS_CTX               = 31   #: receive contexts created; minus RX_TLS_CTX_FREED = in use
+    RX_TLS_CTX_FREED         = 32
 
 
 # --- packing for the driver and the model ------------------------------------
