@@ -198,7 +198,7 @@ class KtlsRxDriver:
             "records_nic", "records_sw", "records_recrypt",
             "ifnet_rx", "sw_rx", "rx_enomem", "rx_alloc_failed",
             "ifnet_reset", "ifnet_reset_failed", "tag_reclaimed",
-            "csum_dropped", "status_dropped",
+            "csum_dropped", "status_dropped", "foreign_tag",
         ), 0)
 
     @property
@@ -431,9 +431,9 @@ class KtlsRxSocket:
         if mode == MODE_IFNET and self.rx.permitted and self.rx.supports(self.params):
             self.mode = MODE_IFNET
             self._want_tag = True
-        self.rx.stats["ifnet_rx" if self.mode == MODE_IFNET else "sw_rx"] += 1
         self._process_records()
         await self.run_tasks()
+        self.rx.stats["ifnet_rx" if self.mode == MODE_IFNET else "sw_rx"] += 1
         return self.mode
 
     def read_plain(self, size):
@@ -475,7 +475,13 @@ class KtlsRxSocket:
         payload = frame.data[seg.payload_offset:seg.payload_offset + seg.payload_length]
         flags = None
         tag = self.rx_tag
-        if tag is not None and frame.tag == tag.tag:
+        if frame.tag:
+            # The buffer holds what the card made of the frame, whichever
+            # context did it (a context the socket does not own is a
+            # misconfiguration, counted; its decrypted bytes are still
+            # plaintext and must be treated as such).
+            if tag is None or frame.tag != tag.tag:
+                stats["foreign_tag"] += 1
             flags = bytearray(len(payload))
             if frame.tls is RxTlsStatus.TRACKING and frame.dec_end > frame.dec_start:
                 flags[frame.dec_start:frame.dec_end] = bytes([RX_DECRYPTED]) * (
@@ -485,6 +491,7 @@ class KtlsRxSocket:
             if frame.auth_fail:
                 stats["rx_tls_auth_fail"] += 1
                 flags = bytearray(f | RX_AUTH_FAIL for f in flags)
+        if tag is not None and frame.tag == tag.tag:
             if frame.resync_offset is not None:
                 stats["rx_tls_resync_req"] += 1
                 if self._candidate is not None:
