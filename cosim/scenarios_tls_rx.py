@@ -721,7 +721,8 @@ async def tls_rx_sessions(dev, wire, *, mss=1448):
     await h.flow(version="1.3", cipher="AES-256-GCM", irs=3)      # ... here
     # A flow another context steers already: that flow's RX_SET_STATIC fails.
     peer, sock = await h.flow(version="1.2", cipher="AES-128-GCM", irs=4, enable=False)
-    await h.flows[-2][1].close()
+    for _, closing, _ in h.flows[3:5]:          # room for a stale rule and the flow
+        await closing.close()
     blocker = await _occupy(h, sock, port=0, params=TlsSessionParams(
         TlsVersion.TLS_1_2, "AES-128-GCM", peer.key, peer.iv))
     h.flows[-1][2]["mode"] = await sock.enable_rx("1.2", "AES-128-GCM", peer.key, peer.iv)
