@@ -7,6 +7,8 @@
     tlsnic bench tx    [--json] [--sim model|verilator] [--records N] [--seed S] [--mss N]
     tlsnic bench gcm   [--json]
     tlsnic synth --core gcm [--json]
+    tlsnic replay CAPTURE [--keylog FILE] [--psk HEX] [--sim model|verilator|icarus]
+                          [--direction tx] [--json OUT] [--waves]
     tlsnic demo
 """
 
@@ -100,6 +102,11 @@ def _cmd_synth(args):
     return 2
 
 
+def _cmd_replay(args):
+    from .cosim import replay
+    return replay.run_cli(args)
+
+
 def _cmd_demo(args):
     """The plain packet path end to end on the gateware, checked against the model."""
     print("tlsnic demo: driver -> NIC gateware (Verilator) -> wire -> NIC -> driver,\n"
@@ -131,6 +138,20 @@ def main(argv=None):
     p.add_argument("--board")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_synth, passthrough=True)
+
+    p = sub.add_parser("replay", help="replay a TLS capture (pcap/pcapng + key log) through the NIC")
+    p.add_argument("capture", help="pcap or pcapng file (may be gzip-compressed)")
+    p.add_argument("--keylog", action="append", default=[], metavar="FILE",
+                   help="NSS key log (repeatable); pcapng decryption secrets are read too")
+    p.add_argument("--psk", metavar="HEX", help="pre-shared key of TLS 1.2 PSK suites")
+    p.add_argument("--sim", choices=("model", "verilator", "icarus"), default="model")
+    p.add_argument("--direction", choices=("tx",), default="tx",
+                   help="tx: the driver's transmit path against the captured wire bytes")
+    p.add_argument("--strategy", choices=("dump", "seek"), default="dump",
+                   help="how the driver repositions the card for out-of-sequence segments")
+    p.add_argument("--json", metavar="OUT", help="write the report as JSON ('-': to stdout)")
+    p.add_argument("--waves", action="store_true", help="record waves (gateware only)")
+    p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("demo", help="the main job: run it and read the report")
     p.set_defaults(func=_cmd_demo)

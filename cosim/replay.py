@@ -1,0 +1,553 @@
+"""Replay a TLS capture through the NIC: what would the card have done, and is every byte right?
+
+``tlsnic replay CAPTURE --keylog KEYS`` reads the capture (:mod:`.capture`),
+follows each connection's TLS (:mod:`.tls_keys`) and plays it through the
+driver and the card, on the reference model or the gateware:
+
+TX
+    Each direction's records under application keys are written, with the
+    plaintext the capture's own keys open them to, into a kTLS socket set up
+    as the TLS stack would have set it up at the end of its handshake (same
+    keys, first record number, TCP seq). Then every captured segment of
+    that direction is sent in capture order, with its own sequence number
+    and boundaries, retransmissions and reordering included, and the TCP
+    payload the card puts on the wire must equal the captured bytes
+    exactly: the card encrypted the records and computed the tags the real
+    stack did, across every segment boundary and every resync the driver
+    needed.
+
+The records are checked against an independent decryption (the opening in
+:mod:`.tls_keys` uses ``cryptography`` directly); the TLS 1.2 explicit
+nonce of each record is the captured one (the driver's framer is handed it
+record by record, as the stack that made the capture chose it).
+
+Connections the card does not offload (CCM, CBC, ChaCha20-Poly1305, TLS
+before 1.2, pre-RFC TLS 1.3 drafts, compression) are passed through and say
+why; a connection whose keys are missing says which.
+
+The same replay runs on any backend: :func:`replay_tx` takes a ``Device``
+not yet opened and a ``Wire``; :data:`SCENARIOS` exposes it to the cocotb
+runner (:mod:`.cocotb_scenarios`) so that the gateware runs it too.
+"""
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+
+from .capture import CaptureError, Connection, read_capture
+from .tls_keys import (CT_APPLICATION_DATA, CT_HANDSHAKE, HS_CLIENT_HELLO, Keylog, KeylogError,
+                       TlsError, application_records, derive_keys, parse_handshake, split_records)
+from tlsnic.abi import MAX_FRAME, TxOpcode, TxStatus
+from tlsnic.driver.ktls import KtlsDriver, KtlsSocket, MODE_IFNET
+from tlsnic.driver.tcp import TcpFlow, parse_segment, seq_add
+from tlsnic.driver.tls_record import AES_GCM
+
+__all__ = ["ReplayError", "Replay", "ConnectionPlan", "DirectionPlan", "load", "replay_tx",
+           "run", "report", "format_report", "run_cli", "SCENARIOS"]
+
+SIDES = ("client", "server")
+#: Largest TCP payload in one frame the card sends: MAX_FRAME less Ethernet,
+#: IPv6 and TCP headers. A captured segment longer than that (a TSO/GRO super
+#: segment, or a loopback capture at 64 KB MTU) goes out in pieces of this size.
+MAX_PAYLOAD = MAX_FRAME - 14 - 40 - 20
+#: The driver's counts of repositioning the card (per direction in the results).
+DRIVER_COUNTS = ("tx_tls_ooo", "resync_params", "dump_descriptors", "redma_bytes")
+
+
+class ReplayError(Exception):
+    """The replay cannot start: a capture or key log that cannot be read (says which, where)."""
+
+
+# --- the plan: what each connection and direction replays ----------------------------------------
+
+@dataclasses.dataclass
+class DirectionPlan:
+    """One direction of a TLS connection, under its application keys.
+
+    Attributes
+    ----------
+    side : str
+        ``"client"`` or ``"server"``: who sent it.
+    records : list[AppRecord]
+        Records under application traffic keys, in order.
+    keys : TrafficKeys or None
+        Generation 0 of the direction's keys.
+    start : int
+        Stream offset where the application records start.
+    tx_records : int
+        How many of ``records`` the kTLS TX path can send: all of them,
+        unless one was not captured whole, is padded (TLS 1.3 padding; kTLS
+        never pads) or a KeyUpdate comes (kTLS cannot rekey).
+    notes : list[str]
+    """
+    side: str
+    records: list = dataclasses.field(default_factory=list)
+    keys: object = None
+    start: int = 0
+    tx_records: int = 0
+    notes: list = dataclasses.field(default_factory=list)
+
+    @property
+    def tx_end(self):
+        """Stream offset just past the last record the TX path sends."""
+        return self.records[self.tx_records - 1].record.end if self.tx_records else self.start
+
+    def plaintext_sha256(self):
+        """SHA-256 of the application_data plaintext, records in order (None if one is missing)."""
+        h = hashlib.sha256()
+        for app in self.records:
+            if app.plaintext is None:
+                return None
+            if app.inner_type == CT_APPLICATION_DATA:
+                h.update(app.plaintext)
+        return h.hexdigest()
+
+
+@dataclasses.dataclass
+class ConnectionPlan:
+    """One connection: what its TLS is, whether the card offloads it, and why not.
+
+    Attributes
+    ----------
+    conn : Connection
+    handshake : Handshake or None
+        None: not TLS (or its hellos were not captured).
+    offloaded : bool
+        The card is given this connection's keys.
+    reason : str or None
+        Why not, when not.
+    directions : dict[str, DirectionPlan]
+    """
+    conn: Connection
+    handshake: object = None
+    offloaded: bool = False
+    reason: str = None
+    directions: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Replay:
+    """A capture and its keys, analysed: the input of every backend's run."""
+    capture: object
+    connections: list
+
+
+def offload_refusal(info):
+    """Why the card would not be handed this connection, or None if it would.
+
+    The card does AES-128-GCM and AES-256-GCM for TLS 1.2 and 1.3
+    (:data:`tlsnic.driver.tls_record.AES_GCM`).
+    """
+    s = info.suite
+    if info.version.startswith("draft"):
+        return f"pre-RFC TLS 1.3 ({info.version}): kTLS takes RFC 8446 only"
+    if info.version not in ("1.2", "1.3"):
+        return f"TLS {info.version}: the NIC offloads TLS 1.2 and 1.3 only"
+    if info.compression:
+        return f"compression (method {info.compression}): kTLS does not compress"
+    if s.aead is None:
+        return f"{s.name}: not an AEAD suite (CBC and the like are not offloaded)"
+    if s.aead.startswith("CHACHA20"):
+        return f"{s.name}: ChaCha20-Poly1305 is not offloaded (yet)"
+    if s.aead not in AES_GCM:
+        return f"{s.name}: {s.aead} is not offloaded (AES-GCM only)"
+    return None
+
+
+def _looks_like_client_hello(stream):
+    return stream[:1] == b"\x16" and stream[5:6] == bytes([HS_CLIENT_HELLO])
+
+
+def _plan_direction(side, records, info, keys):
+    plan = DirectionPlan(side, keys=keys)
+    plan.records, first = application_records(records, info, keys)
+    plan.start = plan.records[0].offset if plan.records else (
+        records[first - 1].end if first else 0)
+    for app in plan.records:
+        if app.plaintext is None:
+            plan.notes.append(f"record {app.number} at offset {app.offset} not captured whole: "
+                              f"TX replay stops before it")
+            break
+        if app.padding:
+            plan.notes.append(f"record {app.number} carries {app.padding} bytes of TLS 1.3 "
+                              f"padding, which kTLS never adds: TX replay stops before it")
+            break
+        if app.generation:
+            plan.notes.append("KeyUpdate: kTLS cannot rekey, the records after it are left to "
+                              "software; TX replay stops there")
+            break
+        plan.tx_records += 1
+    return plan
+
+
+def _plan_connection(conn, keylog, psk):
+    plan = ConnectionPlan(conn)
+    if not conn.syn_seen and _looks_like_client_hello(conn.server.stream) \
+            and not _looks_like_client_hello(conn.client.stream):
+        conn.swap()              # no SYN: whoever sent the ClientHello is the client
+    records = {side: split_records(conn.direction(side)) for side in SIDES}
+    try:
+        info = plan.handshake = parse_handshake(records["client"], records["server"])
+    except TlsError as error:
+        plan.reason = f"not TLS: {error}"
+        return plan
+    plan.reason = offload_refusal(info)
+    if plan.reason is not None:
+        return plan
+    try:
+        keys = derive_keys(info, keylog, psk)
+        plan.directions = {side: _plan_direction(side, records[side], info, keys[side])
+                           for side in SIDES}
+    except TlsError as error:
+        plan.reason = f"missing keys: {error}" if "no " in str(error) else str(error)
+        plan.directions = {}
+        return plan
+    plan.offloaded = True
+    return plan
+
+
+def load(capture_path, keylogs=(), psk=None, progress=None):
+    """Read a capture and its key logs; return the :class:`Replay` every backend runs.
+
+    Key logs come from the files named and from the capture's own pcapng
+    Decryption Secrets Blocks. Raises :class:`ReplayError` for a capture or
+    key log that cannot be read.
+    """
+    try:
+        capture = read_capture(capture_path, progress=progress)
+        keylog = Keylog()
+        for path in keylogs:
+            keylog.add_text(_read_keylog(path), str(path))
+        for i, text in enumerate(capture.keylogs):
+            keylog.add_text(text, f"{capture_path} (decryption secrets block {i + 1})")
+    except (CaptureError, KeylogError) as error:
+        raise ReplayError(str(error)) from None
+    psk = bytes.fromhex(psk) if isinstance(psk, str) else psk
+    return Replay(capture, [_plan_connection(c, keylog, psk) for c in capture.connections])
+
+
+def _read_keylog(path):
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except OSError as error:
+        raise KeylogError(f"{path}: {error.strerror or error}") from None
+
+
+# --- TX ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _TxDirection:
+    """A direction being replayed: its socket and what it saw."""
+    plan: DirectionPlan
+    direction: object
+    sock: KtlsSocket = None
+    sent: int = 0                # highest stream offset sent so far
+    last_packet: int = 0         # capture packet number of its last segment
+    result: dict = dataclasses.field(default_factory=lambda: {
+        "records": 0, "segments": 0, "frames": 0, "mismatches": 0, "dropped": 0,
+        "clipped": 0, "split": 0, "first_mismatch": None, "mode": None, "driver": {}})
+
+
+def _flow(direction, ip_version):
+    (src, sport), (dst, dport) = direction.src, direction.dst
+    return TcpFlow(src_addr=src, dst_addr=dst, src_port=sport, dst_port=dport,
+                   ip_version=ip_version)
+
+
+async def _open_tx(ktls, conn_plan, tx):
+    """A kTLS socket at the direction's first application record, every record written."""
+    plan, info = tx.plan, conn_plan.handshake
+    direction = tx.direction
+    first = plan.records[0]
+    keys = plan.keys
+    sock = KtlsSocket(ktls, _flow(direction, conn_plan.conn.ip_version),
+                      iss=direction.seq_of(plan.start), mss=1 << 20)
+    session = await sock.enable_tx(info.version, keys.aead, keys.key, keys.iv, first.number)
+    tx.result["mode"] = session.mode
+    for app in plan.records[:plan.tx_records]:
+        if keys.explicit_nonce_len:
+            # The stack that made the capture chose each TLS 1.2 nonce; the
+            # framer takes the captured one so that the record is the same.
+            sock.framer.nonce_counter = int.from_bytes(app.record.body[:8], "big")
+        sock.write(app.plaintext, record_size=max(len(app.plaintext), 1),
+                   record_type=app.inner_type)
+    framed = (sock.tcp.write_seq - direction.seq_of(plan.start)) & 0xFFFF_FFFF
+    if framed != plan.tx_end - plan.start:
+        raise AssertionError(f"framed {framed} bytes for {plan.tx_end - plan.start} captured")
+    tx.result["records"] = plan.tx_records
+    tx.sock = sock
+
+
+async def _send_piece(ktls, wire, tx, start, expected, packet, is_rxt, taken):
+    """Send ``expected``'s span of the stream as one segment; compare what the card sent."""
+    sock, result = tx.sock, tx.result
+    before = {k: ktls.stats[k] for k in DRIVER_COUNTS}
+    seq = tx.direction.seq_of(start)
+    segs = sock.tcp.segments(seq, seq_add(seq, len(expected)), is_rxt=is_rxt)
+    for seg in segs:
+        # tcp_output's accounting, which the retransmit-share check reads.
+        if seg.is_rxt:
+            sock.tcp.t_snd_rxt_bytes += len(seg.payload)
+        else:
+            sock.tcp.t_sndbytes += len(seg.payload)
+    await sock.send_segments(segs)
+    for k in DRIVER_COUNTS:
+        result["driver"][k] = result["driver"].get(k, 0) + ktls.stats[k] - before[k]
+    new = ktls.completions[taken:]
+    sent = [c for c in new if c.opcode is TxOpcode.PACKET]
+    result["segments"] += 1
+    wire_bytes = b""
+    for c in sent:
+        if c.status is not TxStatus.OK:
+            result["dropped"] += 1
+            continue
+        frame = await wire.recv(0)
+        parsed = parse_segment(frame)
+        result["frames"] += 1
+        if parsed is not None and parsed.seq == (seq + len(wire_bytes)) & 0xFFFF_FFFF:
+            wire_bytes += frame[parsed.payload_offset:parsed.payload_offset
+                                + parsed.payload_length]
+    if wire_bytes != expected:
+        result["mismatches"] += 1
+        if result["first_mismatch"] is None:
+            at = next((i for i, (a, b) in enumerate(zip(wire_bytes, expected)) if a != b),
+                      min(len(wire_bytes), len(expected)))
+            result["first_mismatch"] = {"packet": packet, "seq": seq, "byte": at,
+                                        "sent": len(wire_bytes), "captured": len(expected)}
+    return len(ktls.completions)
+
+
+async def replay_tx(dev, wire, replay, *, strategy="dump", progress=None):
+    """Send every offloaded direction's captured segments through the driver and the card.
+
+    Parameters
+    ----------
+    dev : Device
+        Not opened yet.
+    wire : Wire
+        The card's frames come out of port 0.
+    replay : Replay
+    strategy : {"dump", "seek"}
+        How the driver repositions the card for out-of-sequence segments.
+    progress : callable, optional
+        ``progress(done, total)`` per segment.
+
+    Returns
+    -------
+    dict
+        ``{"<connection index>/<side>": result}``, JSON types: ``records``
+        sent, captured ``segments`` replayed, ``frames`` seen, ``mismatches``
+        (segments whose payload on the wire differs from the capture),
+        ``dropped`` (frames the card refused), ``clipped`` (segments that
+        also carried bytes from before the application keys), ``split``
+        (segments longer than a frame), ``first_mismatch``, ``mode`` (of
+        the kTLS session) and ``driver`` (its resync counts).
+    """
+    await dev.open(tx_log=8, rx_log=2)
+    ktls = KtlsDriver(dev, strategy=strategy, ifnet_max_rexmit_pct=100)
+    txs, order = {}, []
+    for index, conn_plan in enumerate(replay.connections):
+        if not conn_plan.offloaded:
+            continue
+        for side, plan in conn_plan.directions.items():
+            if plan.tx_records:
+                txs[(index, side)] = _TxDirection(plan, conn_plan.conn.direction(side))
+        for side, seg in conn_plan.conn.order:
+            tx = txs.get((index, side))
+            if tx is None or not seg.payload:
+                continue
+            start, end = max(seg.offset, tx.plan.start), min(seg.end, tx.plan.tx_end)
+            if start < end:
+                order.append((seg.packet, index, side, seg, start, end))
+                tx.last_packet = seg.packet
+    order.sort(key=lambda item: item[0])
+    taken = 0
+    for done, (packet, index, side, seg, start, end) in enumerate(order, 1):
+        tx = txs[(index, side)]
+        if tx.sock is None:
+            await _open_tx(ktls, replay.connections[index], tx)
+            taken = len(ktls.completions)
+        tx.result["clipped"] += (start, end) != (seg.offset, seg.end)
+        is_rxt = end <= tx.sent
+        pieces = range(start, end, MAX_PAYLOAD)
+        tx.result["split"] += len(pieces) > 1
+        for piece in pieces:
+            expected = seg.payload[piece - seg.offset:min(end, piece + MAX_PAYLOAD) - seg.offset]
+            taken = await _send_piece(ktls, wire, tx, piece, expected, packet, is_rxt, taken)
+        tx.sent = max(tx.sent, end)
+        if packet == tx.last_packet:
+            await _close_tx(ktls, tx)
+            taken = len(ktls.completions)
+        if progress is not None:
+            progress(done, len(order))
+    counters = await dev.update_stats()
+    await dev.close()
+    return {"directions": {f"{i}/{side}": tx.result for (i, side), tx in txs.items()},
+            "counters": {k: v for k, v in counters.items() if v and k.startswith("tx_tls")}}
+
+
+async def _close_tx(ktls, tx):
+    await tx.sock.close()
+    await ktls.flush()
+
+
+# --- running on a backend ---------------------------------------------------------------------------
+
+async def tls_replay_tx(dev, wire, *, capture, keylogs=(), psk=None, strategy="dump"):
+    """Scenario form of :func:`replay_tx` for the cocotb runner: the capture is read
+    inside the simulator process (file names and PSK cross the process boundary,
+    not keys)."""
+    return await replay_tx(dev, wire, load(capture, keylogs, psk), strategy=strategy)
+
+
+SCENARIOS = {"tls_replay_tx": tls_replay_tx}
+
+
+def run(capture_path, keylogs=(), psk=None, *, sim="model", direction="tx", strategy="dump",
+        waves=False, progress=None):
+    """Replay a capture on ``sim``; return ``(Replay, results)``.
+
+    ``results`` is ``{"tx": <replay_tx result>}``.
+    """
+    replay = load(capture_path, keylogs, psk, progress=progress and progress("reading"))
+    results = {}
+    if direction in ("tx", "both"):
+        if sim == "model":
+            from .model import ReferenceNic
+            from tlsnic.driver.device import Device
+            nic = ReferenceNic(tls=True)
+            results["tx"] = asyncio.run(replay_tx(Device(nic), nic.wire, replay, strategy=strategy,
+                                                  progress=progress and progress("TX")))
+        else:
+            from .cocotb_scenarios import run_on_gateware
+            params = {"capture": str(capture_path), "keylogs": [str(k) for k in keylogs],
+                      "psk": psk.hex() if isinstance(psk, bytes) else psk, "strategy": strategy}
+            got = run_on_gateware([("tx", "tls_replay_tx", params)], sim=sim, waves=waves,
+                                  tag="replay")["tx"]
+            if "error" in got:
+                raise RuntimeError(f"replay on {sim} failed:\n{got['error']}")
+            results["tx"] = got
+    return replay, results
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+def report(replay, results):
+    """The report in the issue's JSON shape (plus nothing secret)."""
+    tx = results.get("tx", {}).get("directions", {})
+    out, total = [], 0
+    for index, plan in enumerate(replay.connections):
+        conn, info = plan.conn, plan.handshake
+        entry = {"client": Connection.endpoint(conn.client.src),
+                 "server": Connection.endpoint(conn.server.src),
+                 "version": info.version if info else None,
+                 "suite": info.suite.name if info else None,
+                 "offloaded": plan.offloaded, "reason": plan.reason, "directions": []}
+        for side in SIDES:
+            dplan = plan.directions.get(side)
+            got = tx.get(f"{index}/{side}")
+            mismatches = got["mismatches"] + got["dropped"] if got else 0
+            tx_exact = None
+            if got is not None:
+                tx_exact = mismatches == 0 and dplan.tx_records == len(dplan.records)
+                tx_exact = False if mismatches else (True if tx_exact else None)
+            total += mismatches
+            entry["directions"].append({
+                "from": side, "records": len(dplan.records) if dplan else 0,
+                "hw_decrypted": 0, "sw_decrypted": 0, "resyncs": 0,
+                "mismatches": mismatches, "tx_exact": tx_exact,
+                "plaintext_sha256": dplan.plaintext_sha256() if dplan and got else None})
+        out.append(entry)
+    return {"connections": out, "mismatches": total}
+
+
+def format_report(replay, results, rep, *, sim, seconds):
+    """The readable table: a block per connection, a row per direction."""
+    cap = replay.capture
+    lines = [f"{cap.path}: {cap.packets} packets, {len(cap.connections)} TCP connection(s); "
+             f"replayed on {sim} in {seconds:.1f} s"]
+    if cap.skipped:
+        lines.append("  not replayed: " + ", ".join(f"{n} {why}" for why, n in cap.skipped.items()))
+    tx = results.get("tx", {}).get("directions", {})
+    head = (f"    {'from':6} {'records':>7} {'hw dec':>6} {'sw dec':>6} {'resyncs':>7} "
+            f"{'mism':>4}  {'tx exact':8} {'tx segs':>7} {'tx ooo':>6} {'re-DMA':>7}  plaintext")
+    for index, (plan, entry) in enumerate(zip(replay.connections, rep["connections"])):
+        what = (f"TLS {entry['version']} {entry['suite']}" if entry["version"] else "not TLS")
+        state = "offloaded" if entry["offloaded"] else f"passed through: {entry['reason']}"
+        lines.append(f"#{index} {entry['client']} -> {entry['server']}  {what}  {state}")
+        if not entry["offloaded"]:
+            continue
+        lines.append(head)
+        for d in entry["directions"]:
+            got = tx.get(f"{index}/{d['from']}") or {}
+            exact = {True: "yes", False: "NO", None: "-"}[d["tx_exact"]]
+            driver = got.get("driver", {})
+            lines.append(
+                f"    {d['from']:6} {d['records']:>7} {d['hw_decrypted']:>6} {d['sw_decrypted']:>6} "
+                f"{d['resyncs']:>7} {d['mismatches']:>4}  {exact:8} {got.get('segments', 0):>7} "
+                f"{driver.get('tx_tls_ooo', 0):>6} {driver.get('redma_bytes', 0):>7}  "
+                f"{(d['plaintext_sha256'] or '-')[:16]}")
+            for note in plan.directions[d["from"]].notes:
+                lines.append(f"      note: {note}")
+            if got.get("first_mismatch"):
+                m = got["first_mismatch"]
+                lines.append(f"      first mismatch: packet {m['packet']}, seq {m['seq']}, byte "
+                             f"{m['byte']} ({m['sent']} bytes sent, {m['captured']} captured)")
+    lines.append(f"mismatches: {rep['mismatches']}")
+    return "\n".join(lines)
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, stream=sys.stderr, width=30):
+        self.stream, self.width, self.last = stream, width, 0.0
+
+    def __call__(self, stage):
+        def update(done, total):
+            now = time.monotonic()
+            if done < total and now - self.last < 0.1:
+                return
+            self.last = now
+            filled = self.width * done // max(total, 1)
+            self.stream.write(f"\r{stage:8} [{'#' * filled}{'.' * (self.width - filled)}] "
+                              f"{done}/{total}")
+            if done >= total:
+                self.stream.write("\r" + " " * (self.width + 30) + "\r")
+            self.stream.flush()
+        return update
+
+
+def run_cli(args):
+    """``tlsnic replay`` (arguments from :mod:`tlsnic.cli`): exit 0 if and only if no
+    mismatch, 2 when the capture or a key log cannot be read."""
+    if args.psk is not None:
+        try:
+            bytes.fromhex(args.psk)
+        except ValueError:
+            print("tlsnic replay: --psk takes hex digits", file=sys.stderr)
+            return 2
+    progress = _Progress() if sys.stderr.isatty() else None
+    t0 = time.perf_counter()
+    try:
+        replay, results = run(args.capture, args.keylog, args.psk, sim=args.sim,
+                              direction=args.direction, strategy=args.strategy, waves=args.waves,
+                              progress=progress)
+    except ReplayError as error:
+        print(f"tlsnic replay: {error}", file=sys.stderr)
+        return 2
+    rep = report(replay, results)
+    text = format_report(replay, results, rep, sim=args.sim, seconds=time.perf_counter() - t0)
+    if args.json == "-":
+        print(json.dumps(rep, indent=2))
+    else:
+        print(text)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rep, f, indent=2)
+                f.write("\n")
+    return 1 if rep["mismatches"] else 0
