@@ -5,6 +5,7 @@
     tlsnic sim   [--sim model|verilator|icarus] [--scenario NAME ...] [--waves] [--list]
     tlsnic bench plain [--json] [--sim verilator|icarus]
     tlsnic bench tx    [--json] [--sim model|verilator] [--records N] [--seed S] [--mss N]
+    tlsnic bench rx    [--json] [--records N] [--seed S] [--mss N]
     tlsnic bench gcm   [--json]
     tlsnic synth --core gcm [--json]
     tlsnic replay CAPTURE [--keylog FILE] [--psk HEX] [--sim model|verilator|icarus]
@@ -70,6 +71,9 @@ def _cmd_bench(args):
         from .cosim import bench_tls_tx
         sim = "model" if args.sim == "default" else args.sim
         return bench_tls_tx.main(args.extra + ["--sim", sim] + (["--json"] if args.json else []))
+    if args.what == "rx":
+        from .cosim import bench_tls_rx
+        return bench_tls_rx.main(args.extra + (["--json"] if args.json else []))
     if args.sim == "model":
         print(f"tlsnic bench {args.what}: measures the gateware; --sim model is for `bench tx`",
               file=sys.stderr)
@@ -127,10 +131,11 @@ def main(argv=None):
     p.set_defaults(func=_cmd_sim)
 
     p = sub.add_parser("bench", help="measure throughput in simulation")
-    p.add_argument("what", choices=("plain", "tx", "gcm"))
+    p.add_argument("what", choices=("plain", "tx", "rx", "gcm"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--sim", choices=("default", "model", "verilator", "icarus"), default="default",
-                   help="plain: verilator (default) or icarus; tx: model (default) or verilator")
+                   help="plain: verilator (default) or icarus; tx: model (default) or verilator; "
+                        "rx: model")
     p.set_defaults(func=_cmd_bench, passthrough=True)
 
     p = sub.add_parser("synth", help="synthesise with YoWASP (yosys + nextpnr-ecp5)")
