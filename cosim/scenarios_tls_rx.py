@@ -544,6 +544,23 @@ def _seal_inner(peer, inner):
     return header + peer.aead.encrypt(peer._nonce(number, b""), inner, header)
 
 
+async def tls_rx_key_update(dev, wire, *, cipher="AES-128-GCM", mss=536):
+    """Edge 19 on receive: a TLS 1.3 KeyUpdate from the peer. It is delivered
+    (a handshake record), then the reader gets EKEYEXPIRED and nothing past it
+    is decrypted (the records under the peer's next key could never be: kTLS
+    keys are set once); the receive context is freed."""
+    h = await _harness(dev, wire)
+    peer, _ = await h.flow(version="1.3", cipher=cipher, irs=123)
+    peer.write([1000, 200])
+    peer.record(bytes([24, 0, 0, 1, 0]), TLS_CT_HANDSHAKE)      # update_not_requested
+    peer.key = bytes(b ^ 0x5A for b in peer.key)               # the next traffic secret's key
+    peer.write([700, 700])
+    for record in peer.records[3:]:
+        record.valid = False
+    await h.send_segments(peer, peer.segments(mss=mss))
+    return await h.observe()
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 async def tls_rx_bad_records(dev, wire, *, cipher="AES-128-GCM", mss=600):
@@ -740,7 +757,7 @@ SCENARIOS = {fn.__name__: fn for fn in (
     tls_rx_loss_no_header, tls_rx_loss_header, tls_rx_reorder, tls_rx_duplicates,
     tls_rx_retransmit_resegmented, tls_rx_false_candidate, tls_rx_candidate_evicted,
     tls_rx_seq_wrap, tls_rx_enable_mid_record, tls_rx_ingress_change,
-    tls_rx_tls13_inner, tls_rx_bad_records, tls_rx_bad_headers, tls_rx_fin_rst,
+    tls_rx_tls13_inner, tls_rx_key_update, tls_rx_bad_records, tls_rx_bad_headers, tls_rx_fin_rst,
     tls_rx_bad_checksums, tls_rx_untouched, tls_rx_sessions)}
 #: Scenarios that need a card with more than one port, and how many.
 MULTI_PORT = {"tls_rx_ingress_change": 2}

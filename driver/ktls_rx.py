@@ -59,7 +59,8 @@ from .fallback import recrypt, split_inner, unseal_record
 from .ktls import CAP_CIPHER, CAP_VERSION, KtlsError, MODE_IFNET, MODE_SW, VERSION_MINOR
 from .resync import ResyncTable
 from .tcp import RX_AUTH_FAIL, RX_DECRYPTED, SEQ_MASK, TcpReceiver, parse_segment, seq_sub
-from .tls_record import CIPHERS, HEADER_LEN, TAG_LEN, TLS_MAX_PLAINTEXT, TlsSessionParams
+from .tls_record import (CIPHERS, HEADER_LEN, TAG_LEN, TLS_CT_HANDSHAKE, TLS_HS_KEY_UPDATE,
+                         TLS_MAX_PLAINTEXT, TlsSessionParams, handshake_types)
 
 __all__ = ["KtlsRxDriver", "KtlsRxSocket", "RecvTag", "RxRecord", "RxError", "validate_rx",
            "PATH_NIC", "PATH_SW", "PATH_RECRYPT"]
@@ -596,6 +597,13 @@ class KtlsRxSocket:
             self._deliver(RxError(errno.EBADMSG, number, str(why)))
             return
         self._deliver(RxRecord(number, record_type, plaintext, path))
+        if (p.version is TlsVersion.TLS_1_3 and record_type == TLS_CT_HANDSHAKE
+                and TLS_HS_KEY_UPDATE in handshake_types(plaintext)):
+            # Edge 19: the peer's next records use its next traffic secret,
+            # which a kTLS session never gets (keys are set once). Like Linux
+            # since it learnt rekeying, the reader gets EKEYEXPIRED and nothing
+            # is decrypted past the KeyUpdate; the card's context goes too.
+            self._stop(errno.EKEYEXPIRED, "peer sent KeyUpdate: kTLS sessions cannot rekey")
 
     def _note_record_start(self, total, by_card):
         """Feed the resync table; report "back in sync" (``ktls_resync_ifnet``).
@@ -726,8 +734,12 @@ class KtlsRxSocket:
 
     def _drop(self, code, reason):
         """``ktls_drop``: the connection is dropped with ``code``; the tag goes in run_tasks."""
+        self._stop(code, reason, self._seqno)
+
+    def _stop(self, code, reason, number=None):
+        """Nothing more is decrypted: ``code`` for the reader, the tag freed in run_tasks."""
         self.error = code
-        self._deliver(RxError(code, self._seqno, reason))
+        self._deliver(RxError(code, number, reason))
         self._buf.clear()
         self._flags.clear()
         self._want_tag = False

@@ -45,6 +45,7 @@ CASES = [
     ("tls_rx_ingress_change", {}),
     ("tls_rx_ingress_change", dict(occupied=True)),
     ("tls_rx_tls13_inner", {}),
+    ("tls_rx_key_update", {}),
     ("tls_rx_bad_records", {}),
     ("tls_rx_bad_headers", {}),
     ("tls_rx_fin_rst", {}),
@@ -241,6 +242,50 @@ def test_tls13_padding_and_inner_types(observe):
         assert [(r[0], r[1], r[2]) for r in flow["records"]] == [
             (0, 23, 500), (1, 23, 500), (2, 23, 100), (3, 23, 0), (4, 22, 16), (6, 21, 2)]
         assert flow["errors"] == [["EBADMSG", 5]], "a record of padding only has no type"
+
+
+def test_edge19_key_update_stops_decryption(observe):
+    obs = observe("tls_rx_key_update")
+    flow = obs["flows"][0]
+    assert [(r[0], r[1]) for r in flow["records"]] == [(0, 23), (1, 23), (2, 22)]
+    assert flow["errors"] == [["EKEYEXPIRED", None]] and flow["so_error"] == "EKEYEXPIRED"
+    assert "failed_crypto" not in obs["driver"], "nothing is tried under the old key"
+
+
+def test_recrypt_restores_the_ciphertext():
+    """``fallback.recrypt`` against the sealed record, for random decrypted masks."""
+    import random
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from tlsnic.abi import TlsVersion
+    from tlsnic.driver.fallback import recrypt, split_inner, unseal_record
+    from tlsnic.driver.tls_record import TlsSessionParams
+    rng = random.Random(3)
+    for version, iv in ((TlsVersion.TLS_1_2, bytes(range(4))), (TlsVersion.TLS_1_3, bytes(12))):
+        params = TlsSessionParams(version, "AES-256-GCM", bytes(range(32)), iv)
+        for size in (0, 1, 15, 16, 17, 1000):
+            plaintext = bytes(rng.getrandbits(8) for _ in range(size))
+            explicit = b"\1" * 8 if version is TlsVersion.TLS_1_2 else b""
+            inner = plaintext + (b"\x17" if version is TlsVersion.TLS_1_3 else b"")
+            length = len(explicit) + len(inner) + 16
+            header = bytes([23, 3, 3]) + length.to_bytes(2, "big")
+            nonce = (iv + explicit if explicit else
+                     bytes(a ^ b for a, b in zip(iv, (9).to_bytes(12, "big"))))
+            aad = ((9).to_bytes(8, "big") + header[:3] + size.to_bytes(2, "big")
+                   if explicit else header)
+            body = explicit + AESGCM(params.key).encrypt(nonce, inner, aad)
+            mask = bytes(rng.randrange(2) if len(explicit) <= i < len(body) - 16 else 0
+                         for i in range(len(body)))
+            seen = bytearray(body)
+            n = len(explicit)
+            for i, flag in enumerate(mask):
+                if flag:
+                    seen[i] = inner[i - n]
+            assert recrypt(params, 9, bytes(seen), mask) == body
+            assert split_inner(params, header, unseal_record(params, 9, header, body)) == (
+                23, plaintext)
+    with pytest.raises(ValueError):
+        split_inner(TlsSessionParams(TlsVersion.TLS_1_3, "AES-128-GCM", bytes(16), bytes(12)),
+                    bytes(5), bytes(10))
 
 
 def test_bad_records_ebadmsg_nothing_delivered(observe):
