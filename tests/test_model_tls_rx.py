@@ -404,3 +404,30 @@ def test_card_without_rx_contexts_gives_software_sessions():
         await sock.close()
         await dev.close()
     asyncio.run(go())
+
+
+def test_rx_control_beside_tls_transmit():
+    """RX control descriptors share the TX queue with a transmit session: their
+    completions go through the transmit driver, which keeps its bookkeeping."""
+    from tlsnic.driver.ktls import KtlsDriver, KtlsSocket
+
+    async def go():
+        nic = ReferenceNic(tls=True, rx_contexts=8)
+        dev = Device(nic)
+        await dev.open(tx_log=4, rx_log=2)
+        tx = KtlsDriver(dev, seed=1)
+        rx = KtlsRxDriver(dev, tx=tx)
+        out = KtlsSocket(tx, TcpFlow(), iss=1)
+        await out.enable_tx("1.2", "AES-128-GCM", bytes(16), bytes(4))
+        out.write(bytes(5000), record_size=1000)
+        sock = KtlsRxSocket(rx, TcpFlow(), irs=1)
+        assert await sock.enable_rx("1.3", "AES-128-GCM", bytes(16), bytes(12)) == "ifnet"
+        await out.output()
+        assert nic.wire.pending() > 0
+        await sock.close()
+        await out.close()
+        await tx.flush()
+        assert tx.tags_in_use == 0 and not tx._posted and rx.tags_in_use == 0
+        assert nic.tls_rx.in_use == 0 and nic.tls_tx.in_use == 0
+        await dev.close()
+    asyncio.run(go())
