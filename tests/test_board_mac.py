@@ -260,3 +260,54 @@ def test_loopback_rx_to_tx_at_100():
     received, _, counters, _ = simulate(symbols, speed=Speed.S100)
     assert received == frames
     assert counters["RX_OK"] == 2
+
+
+def test_tx_underrun_ends_frame_with_tx_er_and_is_counted():
+    """MacTx alone, fed a frame whose second word comes too late: the frame is cut
+    with TX_ER, the late rest is drained, the next frame goes out intact."""
+    from tlsnic.hdl.board.mac import MacTx
+    dut = MacTx()
+    sim = Simulator(dut)
+    sim.add_clock(8e-9)
+    rng = random.Random(9)
+    late, good = _frame(rng, 80), _frame(rng, 64)
+    seen = {"octets": [], "underrun": 0}
+
+    async def feed(ctx):
+        ctx.set(dut.stb, 1)
+        for f, stall_after in ((late, 1), (good, None)):
+            words = [f[i:i + 8] for i in range(0, len(f), 8)]
+            for k, w in enumerate(words):
+                ctx.set(dut.frames.payload.data, int.from_bytes(w.ljust(8, b"\0"), "little"))
+                ctx.set(dut.frames.payload.keep, (1 << len(w)) - 1)
+                ctx.set(dut.frames.payload.last, k == len(words) - 1)
+                ctx.set(dut.frames.valid, 1)
+                await ctx.tick().until(dut.frames.ready)
+                if k == stall_after:
+                    ctx.set(dut.frames.valid, 0)
+                    await ctx.tick().repeat(40)
+            ctx.set(dut.frames.valid, 0)
+        await ctx.tick().repeat(200)
+
+    async def watch(ctx):
+        while True:
+            *_, b, ev = await ctx.tick().sample(dut.byte, dut.ev_underrun)
+            seen["octets"].append((b.data, b.dv, b.er))
+            seen["underrun"] += ev
+
+    sim.add_testbench(feed)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    frames, cur = [], None
+    for data, dv, er in seen["octets"]:
+        if dv:
+            cur = cur or [bytearray(), False]
+            cur[0].append(data)
+            cur[1] |= bool(er)
+        elif cur:
+            frames.append((bytes(cur[0]), cur[1]))
+            cur = None
+    assert seen["underrun"] == 1
+    assert len(frames) == 2
+    assert frames[0][1] and frames[0][0][8:24] == late[:16]     # cut after two words, with TX_ER
+    assert not frames[1][1] and frames[1][0] == PREAMBLE + good + fcs(good)
