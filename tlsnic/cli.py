@@ -8,6 +8,7 @@
     tlsnic bench rx    [--json] [--records N] [--seed S] [--mss N]
     tlsnic bench gcm   [--json]
     tlsnic synth --core gcm [--json]
+    tlsnic synth --board NAME|list [--json OUT] [--out DIR] [--core-mhz F] [--seed N]
     tlsnic replay CAPTURE [--keylog FILE] [--psk HEX] [--sim model|verilator|icarus]
                           [--direction tx] [--json OUT] [--waves]
     tlsnic demo
@@ -98,10 +99,14 @@ def _cmd_bench(args):
 
 
 def _cmd_synth(args):
-    if args.core == "gcm":
+    if args.board:
+        from . import synth_board
+        return synth_board.main(["--board", args.board] + args.extra
+                                + (["--json", args.json] if args.json else []))
+    if args.core:
         from . import synth_core
-        return synth_core.main(args.extra + (["--json"] if args.json else []))
-    print("tlsnic synth: whole-board builds arrive with the board tops; try --core gcm",
+        return synth_core.main(["--core", args.core] + args.extra + (["--json"] if args.json else []))
+    print("tlsnic synth: give --board NAME (--board list shows them) or --core gcm|aes|ghash",
           file=sys.stderr)
     return 2
 
@@ -139,9 +144,10 @@ def main(argv=None):
     p.set_defaults(func=_cmd_bench, passthrough=True)
 
     p = sub.add_parser("synth", help="synthesise with YoWASP (yosys + nextpnr-ecp5)")
-    p.add_argument("--core", choices=("gcm",))
-    p.add_argument("--board")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--core", choices=("gcm", "aes", "ghash"), help="one core, out of context")
+    p.add_argument("--board", help="a whole board build; 'list' shows the boards")
+    p.add_argument("--json", nargs="?", const="-",
+                   help="figures as JSON: to stdout, or (with --board) to the file OUT")
     p.set_defaults(func=_cmd_synth, passthrough=True)
 
     p = sub.add_parser("replay", help="replay a TLS capture (pcap/pcapng + key log) through the NIC")
