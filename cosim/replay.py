@@ -34,18 +34,25 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import time
 
 from .capture import CaptureError, Connection, read_capture
 from .tls_keys import (CT_APPLICATION_DATA, CT_HANDSHAKE, HS_CLIENT_HELLO, Keylog, KeylogError,
                        TlsError, application_records, derive_keys, parse_handshake, split_records)
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
 from tlsnic.abi import MAX_FRAME, TxOpcode, TxStatus
-from tlsnic.driver.ktls import KtlsDriver, KtlsSocket, MODE_IFNET
+from tlsnic.driver.ktls import KtlsDriver, KtlsSocket
+from tlsnic.driver.ktls_rx import PATH_NIC, KtlsRxDriver, KtlsRxSocket, RxError, RxRecord
 from tlsnic.driver.tcp import TcpFlow, parse_segment, seq_add
 from tlsnic.driver.tls_record import AES_GCM
 
-__all__ = ["ReplayError", "Replay", "ConnectionPlan", "DirectionPlan", "load", "replay_tx",
+__all__ = ["ReplayError", "Replay", "ConnectionPlan", "DirectionPlan", "load", "replay_tx", "replay_rx",
            "run", "report", "format_report", "run_cli", "SCENARIOS"]
 
 SIDES = ("client", "server")
@@ -327,7 +334,7 @@ async def replay_tx(dev, wire, replay, *, strategy="dump", progress=None):
     Parameters
     ----------
     dev : Device
-        Not opened yet.
+        Not opened yet (the caller closes it).
     wire : Wire
         The card's frames come out of port 0.
     replay : Replay
@@ -385,7 +392,6 @@ async def replay_tx(dev, wire, replay, *, strategy="dump", progress=None):
         if progress is not None:
             progress(done, len(order))
     counters = await dev.update_stats()
-    await dev.close()
     return {"directions": {f"{i}/{side}": tx.result for (i, side), tx in txs.items()},
             "counters": {k: v for k, v in counters.items() if v and k.startswith("tx_tls")}}
 
@@ -395,50 +401,243 @@ async def _close_tx(ktls, tx):
     await ktls.flush()
 
 
+# --- RX ------------------------------------------------------------------------------------------------
+
+#: The driver's receive counts kept per direction.
+RX_COUNTS = ("rx_tls_resync_req", "rx_tls_resync_ok", "rx_tls_resync_fail",
+             "rx_tls_back_in_sync", "rx_tls_decrypted_packets")
+
+
+@dataclasses.dataclass
+class _RxDirection:
+    """A direction being received: the receiving socket and its counts."""
+    plan: DirectionPlan
+    conn_plan: ConnectionPlan
+    sock: KtlsRxSocket
+    enabled: bool = False
+    frames: int = 0
+    counts: dict = dataclasses.field(default_factory=dict)
+
+
+def wire_frames(segment, ip_version):
+    """The Ethernet frames that carried a captured segment to the receiver.
+
+    Checksums are recomputed: captures taken where the sender's NIC fills them
+    in (loopback, checksum offload) hold wrong ones, which the card would
+    rightly drop. A segment longer than a frame (TSO/GRO, 64 KB loopback MTU)
+    is cut into frames of at most :data:`MAX_PAYLOAD` bytes, as the wire had it.
+    """
+    packet = (IP if ip_version == 4 else IPv6)(segment.ip)
+    payload = segment.payload
+    cuts = range(0, len(payload), MAX_PAYLOAD) if payload else [0]
+    for cut in cuts:
+        piece = packet.copy()
+        tcp = piece[TCP]
+        tcp.seq = (segment.seq + cut) & 0xFFFF_FFFF
+        tcp.remove_payload()
+        chunk = payload[cut:cut + MAX_PAYLOAD]
+        if chunk:
+            tcp.add_payload(Raw(chunk))
+        del tcp.chksum
+        if ip_version == 4:
+            del piece.chksum, piece.len
+        else:
+            del piece.plen
+        yield bytes(Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / piece)
+
+
+def _rx_socket(rx, conn, side):
+    """The receiving end of ``side``'s direction, as the receiving host sees the flow."""
+    sender = conn.direction(side)
+    (peer, peer_port), (local, local_port) = sender.src, sender.dst
+    flow = TcpFlow(src_addr=local, dst_addr=peer, src_port=local_port, dst_port=peer_port,
+                   ip_version=conn.ip_version)
+    return KtlsRxSocket(rx, flow, irs=sender.base_seq)
+
+
+async def _maybe_enable(rxd):
+    """Enable kTLS receive once the handshake has been read, as the TLS stack would:
+    the bytes before the first application record are the stack's (read plain),
+    whatever came after them is the kernel's (decrypted in software, if it
+    arrived before the card had a context)."""
+    plan, sock = rxd.plan, rxd.sock
+    if rxd.enabled or not plan.records or sock.tcp.delivered < plan.start:
+        return
+    sock.read_plain(plan.start)
+    info, keys = rxd.conn_plan.handshake, plan.keys
+    await sock.enable_rx(info.version, keys.aead, keys.key, keys.iv, plan.records[0].number)
+    rxd.enabled = True
+
+
+def _rx_result(rxd):
+    """What the receiving socket delivered against the independent decryption."""
+    plan, sock = rxd.plan, rxd.sock
+    # kTLS stops at a KeyUpdate (no rekey) and nothing passes a hole.
+    expected = []
+    for app in plan.records:
+        if app.generation or app.plaintext is None:
+            break
+        expected.append(app)
+    delivered = {r.number: r for r in sock.records}
+    mismatches = sum(delivered.get(a.number) is None
+                     or (delivered[a.number].type, delivered[a.number].data)
+                     != (a.inner_type, a.plaintext) for a in expected)
+    numbers = {a.number for a in expected}
+    mismatches += sum(r.number not in numbers for r in sock.records)
+    errors = [e for e in sock.events if isinstance(e, RxError)]
+    keyupdate = any(a.generation for a in plan.records)
+    mismatches += sum(not (keyupdate and e.reason.startswith("peer sent KeyUpdate")) for e in errors)
+    digest = hashlib.sha256()
+    for record in sock.records:
+        if record.type == CT_APPLICATION_DATA:
+            digest.update(record.data)
+    return {
+        "records": len(sock.records), "expected": len(expected),
+        "hw_decrypted": sum(r.path == PATH_NIC for r in sock.records),
+        "sw_decrypted": sum(r.path != PATH_NIC for r in sock.records),
+        "resyncs": rxd.counts.get("rx_tls_resync_ok", 0),
+        "mismatches": mismatches, "frames": rxd.frames, "mode": sock.mode,
+        "errors": [f"record {e.number}: {e.reason}" for e in errors],
+        "plaintext_sha256": digest.hexdigest() if rxd.enabled else None,
+        "driver": rxd.counts,
+    }
+
+
+async def replay_rx(dev, wire, replay, *, progress=None):
+    """Feed the captured frames of every offloaded connection into the card's receive side.
+
+    Both directions of each connection are received (each by a kTLS receive
+    socket of the host it went to), frames in capture order, each frame's
+    completion processed before the next frame goes in (lock step: every
+    backend gives the same result). kTLS receive is enabled when the
+    handshake has been read, with the capture's keys and first record number;
+    the card gets a context at the next record header it has not seen.
+
+    Returns
+    -------
+    dict
+        ``{"directions": {"<connection index>/<side>": result}, "counters": ...}``
+        where a result holds ``records`` delivered, ``hw_decrypted`` (whole
+        by the card), ``sw_decrypted`` (from ciphertext, or after re-encrypting
+        a part the card decrypted), ``resyncs`` (candidates confirmed),
+        ``mismatches`` (records missing, differing from the independent
+        decryption, or failed), ``errors``, ``plaintext_sha256`` of the
+        application_data delivered, ``mode`` and the driver's counts.
+    """
+    await dev.open(tx_log=6, rx_log=8)
+    rx = KtlsRxDriver(dev)
+    rxds, order = {}, []
+    for index, conn_plan in enumerate(replay.connections):
+        if not conn_plan.offloaded:
+            continue
+        conn = conn_plan.conn
+        for side, plan in conn_plan.directions.items():
+            rxds[(index, side)] = _RxDirection(plan, conn_plan, _rx_socket(rx, conn, side))
+        order += [(seg.packet, index, side, seg) for side, seg in conn.order]
+    order.sort(key=lambda item: item[0])
+    for done, (_, index, side, seg) in enumerate(order, 1):
+        rxd = rxds[(index, side)]
+        for frame in wire_frames(seg, replay.connections[index].conn.ip_version):
+            before = {k: rx.stats[k] for k in RX_COUNTS}
+            await wire.send(frame, 0)
+            await rx.receive(1)
+            rxd.frames += 1
+            await _maybe_enable(rxd)
+            for k in RX_COUNTS:
+                if rx.stats[k] != before[k]:
+                    rxd.counts[k] = rxd.counts.get(k, 0) + rx.stats[k] - before[k]
+        if progress is not None:
+            progress(done, len(order))
+    results = {f"{i}/{side}": _rx_result(rxd) for (i, side), rxd in rxds.items()}
+    for rxd in rxds.values():
+        await rxd.sock.close()
+    counters = await dev.update_stats()
+    return {"directions": results,
+            "counters": {k: v for k, v in counters.items() if v and k.startswith("rx_tls")}}
+
+
 # --- running on a backend ---------------------------------------------------------------------------
 
-async def tls_replay_tx(dev, wire, *, capture, keylogs=(), psk=None, strategy="dump"):
+async def tls_replay_tx(dev, wire, *, capture, keylogs=(), strategy="dump"):
     """Scenario form of :func:`replay_tx` for the cocotb runner: the capture is read
-    inside the simulator process (file names and PSK cross the process boundary,
-    not keys)."""
-    return await replay_tx(dev, wire, load(capture, keylogs, psk), strategy=strategy)
+    inside the simulator process. File names cross the process boundary in the
+    scenario parameters (which the runner writes to disk with the results);
+    a PSK only in the environment (:data:`PSK_ENV`), never in a file."""
+    return await replay_tx(dev, wire, load(capture, keylogs, os.environ.get(PSK_ENV)),
+                           strategy=strategy)
 
 
-SCENARIOS = {"tls_replay_tx": tls_replay_tx}
+async def tls_replay_rx(dev, wire, *, capture, keylogs=()):
+    """Scenario form of :func:`replay_rx` (see :func:`tls_replay_tx`)."""
+    return await replay_rx(dev, wire, load(capture, keylogs, os.environ.get(PSK_ENV)))
 
 
-def run(capture_path, keylogs=(), psk=None, *, sim="model", direction="tx", strategy="dump",
+SCENARIOS = {"tls_replay_tx": tls_replay_tx, "tls_replay_rx": tls_replay_rx}
+#: Environment variable that hands the PSK to the simulator process.
+PSK_ENV = "TLSNIC_REPLAY_PSK"
+#: Receive contexts of the model card (the issue's RX card has 256).
+RX_CONTEXTS = 256
+
+
+async def _on_model(replay_fn, replay, nic_options, **options):
+    from .model import ReferenceNic
+    from tlsnic.driver.device import Device
+    nic = ReferenceNic(tls=True, **nic_options)
+    dev = Device(nic)
+    try:
+        return await replay_fn(dev, nic.wire, replay, **options)
+    finally:
+        await dev.close()
+
+
+def run(capture_path, keylogs=(), psk=None, *, sim="model", direction="both", strategy="dump",
         waves=False, progress=None):
     """Replay a capture on ``sim``; return ``(Replay, results)``.
 
-    ``results`` is ``{"tx": <replay_tx result>}``.
+    ``results`` holds ``"tx"`` (:func:`replay_tx`) and ``"rx"``
+    (:func:`replay_rx`) as ``direction`` asks.
     """
     replay = load(capture_path, keylogs, psk, progress=progress and progress("reading"))
+    want = ("tx", "rx") if direction == "both" else (direction,)
     results = {}
-    if direction in ("tx", "both"):
-        if sim == "model":
-            from .model import ReferenceNic
-            from tlsnic.driver.device import Device
-            nic = ReferenceNic(tls=True)
-            results["tx"] = asyncio.run(replay_tx(Device(nic), nic.wire, replay, strategy=strategy,
+    if sim == "model":
+        if "tx" in want:
+            results["tx"] = asyncio.run(_on_model(replay_tx, replay, {}, strategy=strategy,
                                                   progress=progress and progress("TX")))
-        else:
-            from .cocotb_scenarios import run_on_gateware
-            params = {"capture": str(capture_path), "keylogs": [str(k) for k in keylogs],
-                      "psk": psk.hex() if isinstance(psk, bytes) else psk, "strategy": strategy}
-            got = run_on_gateware([("tx", "tls_replay_tx", params)], sim=sim, waves=waves,
-                                  tag="replay")["tx"]
-            if "error" in got:
-                raise RuntimeError(f"replay on {sim} failed:\n{got['error']}")
-            results["tx"] = got
+        if "rx" in want:
+            results["rx"] = asyncio.run(_on_model(replay_rx, replay, {"rx_contexts": RX_CONTEXTS},
+                                                  progress=progress and progress("RX")))
+        return replay, results
+    from .cocotb_scenarios import run_on_gateware
+    files = {"capture": str(capture_path), "keylogs": [str(k) for k in keylogs]}
+    batch = [(what, f"tls_replay_{what}", {**files, **({"strategy": strategy} if what == "tx"
+                                                       else {})}) for what in want]
+    if psk is not None:
+        os.environ[PSK_ENV] = psk.hex() if isinstance(psk, bytes) else psk
+    try:
+        got = run_on_gateware(batch, sim=sim, waves=waves, tag="replay")
+    finally:
+        os.environ.pop(PSK_ENV, None)
+    for what in want:
+        if "error" in got[what]:
+            raise RuntimeError(f"{what.upper()} replay on {sim} failed:\n{got[what]['error']}")
+        results[what] = got[what]
     return replay, results
 
 
 # --- the report ---------------------------------------------------------------------------------------
 
 def report(replay, results):
-    """The report in the issue's JSON shape (plus nothing secret)."""
+    """The report in the issue's JSON shape (nothing secret in it).
+
+    Per direction: ``mismatches`` adds the TX segments whose bytes differ from
+    the capture (or that the card dropped) and the RX records delivered wrong
+    or not at all; ``plaintext_sha256`` is what the RX replay delivered, or,
+    with TX alone, the plaintext the TX replay sent (proven by the card's
+    byte-exact output); the RX counts are 0 when RX was not replayed.
+    """
     tx = results.get("tx", {}).get("directions", {})
+    rx = results.get("rx", {}).get("directions", {})
     out, total = [], 0
     for index, plan in enumerate(replay.connections):
         conn, info = plan.conn, plan.handshake
@@ -449,18 +648,24 @@ def report(replay, results):
                  "offloaded": plan.offloaded, "reason": plan.reason, "directions": []}
         for side in SIDES:
             dplan = plan.directions.get(side)
-            got = tx.get(f"{index}/{side}")
-            mismatches = got["mismatches"] + got["dropped"] if got else 0
+            sent, got = tx.get(f"{index}/{side}"), rx.get(f"{index}/{side}", {})
+            mismatches = (sent["mismatches"] + sent["dropped"] if sent else 0) + got.get(
+                "mismatches", 0)
             tx_exact = None
-            if got is not None:
-                tx_exact = mismatches == 0 and dplan.tx_records == len(dplan.records)
-                tx_exact = False if mismatches else (True if tx_exact else None)
+            if sent is not None:
+                if sent["mismatches"] or sent["dropped"]:
+                    tx_exact = False
+                elif dplan.tx_records == len(dplan.records):
+                    tx_exact = True
+            digest = got.get("plaintext_sha256")
+            if digest is None and sent is not None:
+                digest = dplan.plaintext_sha256()
             total += mismatches
             entry["directions"].append({
                 "from": side, "records": len(dplan.records) if dplan else 0,
-                "hw_decrypted": 0, "sw_decrypted": 0, "resyncs": 0,
-                "mismatches": mismatches, "tx_exact": tx_exact,
-                "plaintext_sha256": dplan.plaintext_sha256() if dplan and got else None})
+                "hw_decrypted": got.get("hw_decrypted", 0),
+                "sw_decrypted": got.get("sw_decrypted", 0), "resyncs": got.get("resyncs", 0),
+                "mismatches": mismatches, "tx_exact": tx_exact, "plaintext_sha256": digest})
         out.append(entry)
     return {"connections": out, "mismatches": total}
 
@@ -473,6 +678,7 @@ def format_report(replay, results, rep, *, sim, seconds):
     if cap.skipped:
         lines.append("  not replayed: " + ", ".join(f"{n} {why}" for why, n in cap.skipped.items()))
     tx = results.get("tx", {}).get("directions", {})
+    rx = results.get("rx", {}).get("directions", {})
     head = (f"    {'from':6} {'records':>7} {'hw dec':>6} {'sw dec':>6} {'resyncs':>7} "
             f"{'mism':>4}  {'tx exact':8} {'tx segs':>7} {'tx ooo':>6} {'re-DMA':>7}  plaintext")
     for index, (plan, entry) in enumerate(zip(replay.connections, rep["connections"])):
@@ -493,6 +699,12 @@ def format_report(replay, results, rep, *, sim, seconds):
                 f"{(d['plaintext_sha256'] or '-')[:16]}")
             for note in plan.directions[d["from"]].notes:
                 lines.append(f"      note: {note}")
+            received = rx.get(f"{index}/{d['from']}")
+            if received and received["mode"] != "ifnet":
+                lines.append(f"      RX: software session ({received['mode']}): the card gave "
+                             f"no receive context")
+            for error in (received or {}).get("errors", []):
+                lines.append(f"      RX error: {error}")
             if got.get("first_mismatch"):
                 m = got["first_mismatch"]
                 lines.append(f"      first mismatch: packet {m['packet']}, seq {m['seq']}, byte "

@@ -14,7 +14,7 @@ import pytest
 
 from tlsnic.cli import main as cli_main
 from tlsnic.cosim.model import ReferenceNic
-from tlsnic.cosim.replay import load, replay_tx, report, run
+from tlsnic.cosim.replay import load, replay_rx, replay_tx, report, run
 from tlsnic.driver.device import Device
 
 VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
@@ -71,9 +71,16 @@ def test_vector_outcome(name, keylogs, psk, expected):
             else:
                 assert reason in entry["reason"]
                 assert direction["tx_exact"] is None and direction["plaintext_sha256"] is None
-    # Every offloaded direction went through the card's TLS context, not software.
+    # Every offloaded direction went through the card's TLS contexts, not software:
+    # TX byte for byte, RX every record delivered as the independent decryption says.
     for got in results["tx"]["directions"].values():
         assert got["mode"] == "ifnet" and got["frames"] == got["segments"]
+    for got in results["rx"]["directions"].values():
+        assert got["mode"] == "ifnet" and got["mismatches"] == 0 and not got["errors"]
+        assert got["records"] == got["expected"] == got["hw_decrypted"] + got["sw_decrypted"]
+    for entry in rep["connections"]:
+        for d in entry["directions"]:
+            assert d["hw_decrypted"] + d["sw_decrypted"] == (d["records"] if offloaded else 0)
 
 
 def test_plaintext_is_the_applications():
@@ -99,6 +106,21 @@ def test_a_wrong_byte_is_a_mismatch():
     assert all(d["tx_exact"] for d in rep["connections"][0]["directions"])
     first = results["tx"]["directions"]["1/server"]["first_mismatch"]
     assert first["byte"] == 5 + 8              # right after the header and explicit nonce
+
+
+def test_a_wrong_record_is_an_rx_mismatch():
+    """The receive check can fail: the oracle's plaintext of one record altered."""
+    replay = load(VECTORS / "wireshark/captures/tls12-dsb.pcapng")
+    app = replay.connections[0].directions["client"].records[0]
+    app.plaintext = app.plaintext[:-1] + bytes([app.plaintext[-1] ^ 0x80])
+    nic = ReferenceNic(tls=True, rx_contexts=8)
+    results = {"rx": asyncio.run(replay_rx(Device(nic), nic.wire, replay))}
+    rep = report(replay, results)
+    assert rep["mismatches"] == 1
+    assert [d["mismatches"] for c in rep["connections"] for d in c["directions"]] == [1, 0, 0, 0]
+    # The delivered plaintext is the capture's, not the altered oracle's.
+    assert rep["connections"][0]["directions"][0]["plaintext_sha256"] != \
+        replay.connections[0].directions["client"].plaintext_sha256()
 
 
 def test_cli_json_shape_and_exit_status(tmp_path, capsys):

@@ -10,7 +10,7 @@
     tlsnic synth --core gcm [--json]
     tlsnic synth --board NAME|list [--json OUT] [--out DIR] [--core-mhz F] [--seed N]
     tlsnic replay CAPTURE [--keylog FILE] [--psk HEX] [--sim model|verilator|icarus]
-                          [--direction tx] [--json OUT] [--waves]
+                          [--direction rx|tx|both] [--json OUT] [--waves]
     tlsnic demo
 """
 
@@ -156,8 +156,9 @@ def main(argv=None):
                    help="NSS key log (repeatable); pcapng decryption secrets are read too")
     p.add_argument("--psk", metavar="HEX", help="pre-shared key of TLS 1.2 PSK suites")
     p.add_argument("--sim", choices=("model", "verilator", "icarus"), default="model")
-    p.add_argument("--direction", choices=("tx",), default="tx",
-                   help="tx: the driver's transmit path against the captured wire bytes")
+    p.add_argument("--direction", choices=("rx", "tx", "both"), default="both",
+                   help="rx: captured frames into the card's receive side; tx: the driver's "
+                        "transmit path against the captured wire bytes")
     p.add_argument("--strategy", choices=("dump", "seek"), default="dump",
                    help="how the driver repositions the card for out-of-sequence segments")
     p.add_argument("--json", metavar="OUT", help="write the report as JSON ('-': to stdout)")
