@@ -60,10 +60,10 @@ FIXTURES = {
     "synth-tls12-aes256": dict(version="1.2", suite=0xC030, mss=536, seed=12256, ipv6=True,
                                iss=(0xFFFF_E000, 0xFFFF_F000), ems=False,
                                impair=(0.05, 0.03, 0.05, 0.05, 0.03)),
-    "synth-tls13-aes128": dict(version="1.3", suite=0x1301, mss=1448, seed=13128, ipv6=False,
+    "synth-tls13-aes128": dict(version="1.3", suite=0x1301, mss=1448, seed=13132, ipv6=False,
                                iss=(0x0123_4567, 0xFFFF_FF00), ems=False,
                                impair=(0.08, 0.04, 0.04, 0.06, 0.04)),
-    "synth-tls13-aes256": dict(version="1.3", suite=0x1302, mss=700, seed=13256, ipv6=False,
+    "synth-tls13-aes256": dict(version="1.3", suite=0x1302, mss=700, seed=13261, ipv6=False,
                                iss=(77, 0x8000_0000), ems=False, pcapng=True,
                                impair=(0.05, 0.05, 0.05, 0.05, 0.05)),
 }
@@ -167,12 +167,16 @@ def _streams(hs, rng):
     if tls13:
         hs_server = _Sealer(hs.handshake_keys["server"], rng)
         hs_client = _Sealer(hs.handshake_keys["client"], rng)
-        encrypted_extensions_to_finished = rng.randbytes(900)     # opaque to the replay
+        # EncryptedExtensions (empty) and Finished: the shape a dissector such as
+        # tshark follows to know where the application keys take over.
+        verify_len = 48 if hs.suite.hash == "SHA384" else 32
+        finished = b"\x14\x00\x00" + bytes([verify_len])
         flights.append(("server", _record(HANDSHAKE, hs.server_hello)
                         + _record(CHANGE_CIPHER_SPEC, b"\x01")
-                        + hs_server.seal(HANDSHAKE, encrypted_extensions_to_finished)))
+                        + hs_server.seal(HANDSHAKE, b"\x08\x00\x00\x02\x00\x00" + finished
+                                         + rng.randbytes(verify_len))))
         flights.append(("client", _record(CHANGE_CIPHER_SPEC, b"\x01")
-                        + hs_client.seal(HANDSHAKE, b"\x14\x00\x00\x20" + rng.randbytes(32))))
+                        + hs_client.seal(HANDSHAKE, finished + rng.randbytes(verify_len))))
         ticket = b"\x04\x00\x00\x40" + rng.randbytes(64)          # NewSessionTicket
         server_first = app("server", server, HANDSHAKE, ticket)
     else:
@@ -208,24 +212,31 @@ def _impair(segments, shares, rng):
     """
     kinds = ("lost", "spurious_retransmits", "resegmented", "swapped", "duplicated")
     wanted = [max(1, round(share * len(segments))) for share in shares]
-    # The last segment is left alone (a swap or a resegmented copy needs a successor).
-    drawn = rng.sample(range(len(segments) - 1), sum(wanted))
-    role, start = {}, 0
+    # Roles on distinct segments; a swapped segment's successor keeps no role of
+    # its own, and the last segment none at all (a swap or a resegmented copy
+    # needs a successor).
+    candidates = rng.sample(range(len(segments) - 1), len(segments) - 1)
+    role, taken = {}, set()
     for kind, n in zip(kinds, wanted):
-        for i in drawn[start:start + n]:
+        for i in candidates:
+            if n == 0:
+                break
+            pair = {i, i + 1} if kind == "swapped" else {i}
+            if pair & taken or (kind == "swapped" and i + 1 >= len(segments) - 1):
+                continue
             role[i] = kind
-        start += n
+            taken |= pair
+            n -= 1
     out, pending, i = [], [], 0
     counts = dict.fromkeys(kinds, 0)
     while i < len(segments):
         seg, kind = segments[i], role.get(i)
-        if kind == "swapped" and role.get(i + 1) is None:
+        if kind == "swapped":
             out += [segments[i + 1], seg]
             i += 1
         elif kind == "lost":
             pending.append((i + rng.randint(2, 5), seg))   # only its retransmission is seen
         else:
-            kind = None if kind == "swapped" else kind
             out.append(seg)
             if kind == "duplicated":
                 out.append(seg)
