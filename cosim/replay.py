@@ -37,6 +37,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from .capture import CaptureError, Connection, read_capture
 from .tls_keys import (CT_APPLICATION_DATA, CT_HANDSHAKE, HS_CLIENT_HELLO, Keylog, KeylogError,
@@ -609,7 +610,12 @@ def run(capture_path, keylogs=(), psk=None, *, sim="model", direction="both", st
                                                   progress=progress and progress("RX")))
         return replay, results
     from .cocotb_scenarios import run_on_gateware
-    files = {"capture": str(capture_path), "keylogs": [str(k) for k in keylogs]}
+    if progress is not None:
+        print(f"replaying on {sim}: the card is built first when its Verilog changed "
+              f"(minutes), then the simulation runs without a progress bar", file=sys.stderr)
+    # Absolute: the simulator runs in a folder of its own.
+    files = {"capture": str(Path(capture_path).resolve()),
+             "keylogs": [str(Path(k).resolve()) for k in keylogs]}
     batch = [(what, f"tls_replay_{what}", {**files, **({"strategy": strategy} if what == "tx"
                                                        else {})}) for what in want]
     if psk is not None:
