@@ -228,21 +228,13 @@ def load(capture_path, keylogs=(), psk=None, progress=None):
         capture = read_capture(capture_path, progress=progress)
         keylog = Keylog()
         for path in keylogs:
-            keylog.add_text(_read_keylog(path), str(path))
+            keylog.add_file(path)
         for i, text in enumerate(capture.keylogs):
             keylog.add_text(text, f"{capture_path} (decryption secrets block {i + 1})")
     except (CaptureError, KeylogError) as error:
         raise ReplayError(str(error)) from None
     psk = bytes.fromhex(psk) if isinstance(psk, str) else psk
     return Replay(capture, [_plan_connection(c, keylog, psk) for c in capture.connections])
-
-
-def _read_keylog(path):
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read()
-    except OSError as error:
-        raise KeylogError(f"{path}: {error.strerror or error}") from None
 
 
 # --- TX ----------------------------------------------------------------------------------------------
@@ -307,7 +299,6 @@ async def _send_piece(ktls, wire, tx, start, expected, packet, is_rxt, taken):
         result["driver"][k] = result["driver"].get(k, 0) + ktls.stats[k] - before[k]
     new = ktls.completions[taken:]
     sent = [c for c in new if c.opcode is TxOpcode.PACKET]
-    result["segments"] += 1
     wire_bytes = b""
     for c in sent:
         if c.status is not TxStatus.OK:
@@ -379,6 +370,7 @@ async def replay_tx(dev, wire, replay, *, strategy="dump", progress=None):
         if tx.sock is None:
             await _open_tx(ktls, replay.connections[index], tx)
             taken = len(ktls.completions)
+        tx.result["segments"] += 1
         tx.result["clipped"] += (start, end) != (seg.offset, seg.end)
         is_rxt = end <= tx.sent
         pieces = range(start, end, MAX_PAYLOAD)
@@ -705,6 +697,9 @@ def format_report(replay, results, rep, *, sim, seconds):
                 f"{(d['plaintext_sha256'] or '-')[:16]}")
             for note in plan.directions[d["from"]].notes:
                 lines.append(f"      note: {note}")
+            if got and got["mode"] != "ifnet":
+                lines.append(f"      TX: software session ({got['mode']}): the card gave no "
+                             f"transmit context")
             received = rx.get(f"{index}/{d['from']}")
             if received and received["mode"] != "ifnet":
                 lines.append(f"      RX: software session ({received['mode']}): the card gave "

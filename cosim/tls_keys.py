@@ -90,12 +90,17 @@ class Keylog:
     @classmethod
     def from_file(cls, path):
         log = cls()
+        log.add_file(path)
+        return log
+
+    def add_file(self, path):
+        """Add a key log file (errors name it, with the line)."""
         try:
-            text = open(path, encoding="ascii", errors="replace").read()
+            with open(path, encoding="ascii", errors="replace") as f:
+                text = f.read()
         except OSError as error:
             raise KeylogError(f"{path}: {error.strerror or error}") from None
-        log.add_text(text, str(path))
-        return log
+        self.add_text(text, str(path))
 
     def add_text(self, text, source):
         """Add every line of ``text``; errors name ``source`` and the line number."""
