@@ -490,7 +490,8 @@ def _rx_result(rxd):
         "sw_decrypted": sum(r.path != PATH_NIC for r in sock.records),
         "resyncs": rxd.counts.get("rx_tls_resync_ok", 0),
         "mismatches": mismatches, "frames": rxd.frames, "mode": sock.mode,
-        "errors": [f"record {e.number}: {e.reason}" for e in errors],
+        "errors": [e.reason if e.number is None else f"record {e.number}: {e.reason}"
+                   for e in errors],
         "plaintext_sha256": digest.hexdigest() if rxd.enabled else None,
         "driver": rxd.counts,
     }

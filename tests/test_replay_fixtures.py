@@ -28,7 +28,7 @@ def _subset(expected, got, where="report"):
 def test_every_fixture_has_an_expectation():
     captures = sorted(p.name for p in FIXTURES.iterdir() if p.suffix in (".pcap", ".pcapng"))
     assert captures == sorted(json.loads(p.read_text())["capture"] for p in EXPECTED)
-    assert len(captures) == 6
+    assert len(captures) == 7
     readme = (FIXTURES / "README.md").read_text()
     assert all(f"`{name}" in readme for name in captures)
 
@@ -44,7 +44,9 @@ def test_fixture_replays_on_the_model(path):
     for got in results["tx"]["directions"].values():
         assert got["mode"] == "ifnet" and got["mismatches"] == 0 and got["dropped"] == 0
     for key, got in results["rx"]["directions"].items():
-        assert got["mode"] == "ifnet" and got["mismatches"] == 0 and not got["errors"], key
+        assert got["mode"] == "ifnet" and got["mismatches"] == 0, key
+        # The one error a reader may see: kTLS stops at a KeyUpdate (no rekey).
+        assert all("KeyUpdate" in error for error in got["errors"]), got["errors"]
         assert got["records"] == got["expected"] == got["hw_decrypted"] + got["sw_decrypted"]
     server_tx = results["tx"]["directions"]["0/server"]
     server_rx = results["rx"]["directions"]["0/server"]
