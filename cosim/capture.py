@@ -74,7 +74,7 @@ class Segment:
     time : float
         Capture timestamp in seconds.
     seq : int
-        TCP sequence number of the first payload byte.
+        The TCP sequence number field (a SYN's payload starts one after it).
     ack : int or None
         Acknowledgment number (None without the ACK flag).
     flags : int
@@ -86,7 +86,8 @@ class Segment:
         The IP packet (header, TCP header, payload) without link-layer
         header or padding: what the receive replay puts on its wire.
     offset : int
-        Stream offset of ``seq`` (0 = the first data byte of the direction).
+        Stream offset of the first payload byte (0 = the first data byte of
+        the direction).
     kind : str
         ``"new"`` (continues the furthest byte seen so far), ``"gap"`` (starts
         past it: what lies between comes later, or never), ``"late"`` (fills
@@ -181,6 +182,8 @@ class Direction:
         last = 0
         for seg in self.segments:
             seg.offset = last + _seq_diff(seg.seq, self.seq_of(last))
+            if seg.flags & _SYN:
+                seg.offset += 1     # the SYN takes a sequence number; data (TFO) follows it
             if seg.payload:
                 last = seg.offset
             if seg.flags & _FIN and self.fin_offset is None:

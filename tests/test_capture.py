@@ -191,3 +191,15 @@ def test_retransmission_with_more_data_at_same_seq():
     segs = conn.client.data_segments
     assert [len(s.payload) for s in segs] == [1, 21] and [s.kind for s in segs] == ["new", "partial"]
     assert segs[0].seq == segs[1].seq and len(conn.client.stream) == 21
+
+
+def test_data_on_the_syn(tmp_path):
+    """TCP Fast Open: the SYN carries the first bytes, right after its own sequence number."""
+    c2s = IP(src="192.0.2.1", dst="198.51.100.2")
+    packets = [Ether() / c2s / TCP(sport=40001, dport=443, flags="S", seq=100) / Raw(b"hello "),
+               Ether() / c2s / TCP(sport=40001, dport=443, flags="PA", seq=107, ack=1)
+               / Raw(b"world")]
+    path = tmp_path / "tfo.pcap"
+    wrpcap(str(path), packets)
+    (conn,) = read_capture(path).connections
+    assert conn.client.stream == b"hello world" and conn.client.holes == []
