@@ -14,20 +14,29 @@ TX
     payload the card puts on the wire must equal the captured bytes
     exactly: the card encrypted the records and computed the tags the real
     stack did, across every segment boundary and every resync the driver
-    needed.
+    needed. The TLS 1.2 explicit nonce of each record is the captured one
+    (the driver's framer is handed it record by record, as the stack that
+    made the capture chose it).
+RX
+    The captured frames of both directions go into the card's receive side
+    in capture order, each completion handled by the kTLS receive driver
+    before the next frame (lock step). Receive is enabled once the handshake
+    has been read, with the capture's keys and first record number; per
+    direction the report says how many records the card decrypted, how many
+    were left to software, how many resyncs the driver confirmed, and every
+    delivered record is compared with the independent decryption.
 
-The records are checked against an independent decryption (the opening in
-:mod:`.tls_keys` uses ``cryptography`` directly); the TLS 1.2 explicit
-nonce of each record is the captured one (the driver's framer is handed it
-record by record, as the stack that made the capture chose it).
+The independent decryption is :mod:`.tls_keys`' (``cryptography``'s AEADs
+directly, nothing of the driver under test).
 
 Connections the card does not offload (CCM, CBC, ChaCha20-Poly1305, TLS
 before 1.2, pre-RFC TLS 1.3 drafts, compression) are passed through and say
 why; a connection whose keys are missing says which.
 
-The same replay runs on any backend: :func:`replay_tx` takes a ``Device``
-not yet opened and a ``Wire``; :data:`SCENARIOS` exposes it to the cocotb
-runner (:mod:`.cocotb_scenarios`) so that the gateware runs it too.
+The same replay runs on any backend: :func:`replay_tx` and :func:`replay_rx`
+take a ``Device`` not yet opened and a ``Wire``; :data:`SCENARIOS` exposes
+them to the cocotb runner (:mod:`.cocotb_scenarios`) so that the gateware
+runs them too.
 """
 
 import asyncio
