@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -116,12 +117,23 @@ def _cmd_replay(args):
     return replay.run_cli(args)
 
 
+#: The capture ``make demo`` replays: OpenSSL on loopback, TLS 1.3, both
+#: directions, records across many segments (``pcap-fixtures/make_real.py``).
+DEMO_CAPTURE = "real-tls13"
+
+
 def _cmd_demo(args):
-    """The plain packet path end to end on the gateware, checked against the model."""
-    print("tlsnic demo: driver -> NIC gateware (Verilator) -> wire -> NIC -> driver,\n"
-          "every scenario compared byte for byte with the reference model.\n")
-    ns = argparse.Namespace(list=False, scenario=None, sim="verilator", waves=False)
-    return _cmd_sim(ns)
+    """The main job: a real TLS capture through the gateware, record by record."""
+    fixtures = Path(__file__).resolve().parent.parent / "pcap-fixtures"
+    capture, keylog = fixtures / f"{DEMO_CAPTURE}.pcap", fixtures / f"{DEMO_CAPTURE}.keys"
+    print(f"tlsnic demo = tlsnic replay pcap-fixtures/{capture.name} "
+          f"--keylog pcap-fixtures/{keylog.name} --sim verilator\n"
+          "a loopback capture of Python's ssl (OpenSSL) with its key log, through the NIC's\n"
+          "receive and transmit paths on the gateware, every record checked against an\n"
+          "independent decryption and every transmitted byte against the capture.\n")
+    ns = argparse.Namespace(capture=str(capture), keylog=[str(keylog)], psk=None, sim="verilator",
+                            direction="both", strategy="dump", json=None, waves=False)
+    return _cmd_replay(ns)
 
 
 def main(argv=None):
