@@ -30,11 +30,12 @@ from tlsnic.abi import (
     Counter, CsumStatus, Irq, L3Proto, L4Proto, Queue, QueueReg, Reg,
     RxCompletion, RxDescriptor, RxStatus, TxCompletion, TxDescriptor, TxFlags, TxOpcode,
     TxStatus, pack, unpack,
-    CAP_TLS_1_2, CAP_TLS_1_3, CAP_TLS_AES_128_GCM, CAP_TLS_AES_256_GCM, CAP_TLS_TX,
+    CAP_TLS_1_2, CAP_TLS_1_3, CAP_TLS_AES_128_GCM, CAP_TLS_AES_256_GCM, CAP_TLS_RX, CAP_TLS_TX,
 )
 from tlsnic.driver.bus import BusError, NoProgress
 from tlsnic.driver.hostmem import HostMemory, HostMemoryBus
 
+from .model_tls_rx import RX_CONTROL_OPCODES, TlsRxEngine
 from .model_tls_tx import TLS_CONTROL_OPCODES, TlsTxEngine
 from .wire_api import Wire
 
@@ -292,6 +293,10 @@ class ReferenceNic(HostMemoryBus):
         (never sent: the tag's flow must not leave in the clear).
     tx_contexts : int
         TX contexts of the TLS engine (``CAP_CONTEXTS`` bits 15..0).
+    rx_contexts : int
+        With ``tls``: receive contexts of the TLS receive engine
+        (:mod:`.model_tls_rx`, ``CAP_CONTEXTS`` bits 31..16); 0 builds none
+        (``CAP_TLS_RX`` clear, the RX opcodes BAD_OPCODE, frames never steered).
 
     Attributes
     ----------
@@ -303,9 +308,10 @@ class ReferenceNic(HostMemoryBus):
     """
 
     def __init__(self, memory=None, *, ports=1, stream_bytes=8, dma_bytes=8,
-                 tls=False, tx_contexts=256):
+                 tls=False, tx_contexts=256, rx_contexts=0):
         self.memory = memory if memory is not None else HostMemory()
         self.tls_tx = TlsTxEngine(self, tx_contexts) if tls else None
+        self.tls_rx = TlsRxEngine(self, rx_contexts) if tls and rx_contexts else None
         self.ports = ports
         self.stream_bytes = stream_bytes
         self.dma_bytes = dma_bytes
@@ -357,7 +363,8 @@ class ReferenceNic(HostMemoryBus):
                 Reg.CAP_DATAPATH: self.stream_bytes | (self.dma_bytes << 8),
                 Reg.CAP_QUEUES: 1 | (1 << 8) | (self.ports << 16) | (MAX_LOG_RING << 24),
                 Reg.CAP_TLS: self._cap_tls(),
-                Reg.CAP_CONTEXTS: len(self.tls_tx.contexts) if self.tls_tx else 0,
+                Reg.CAP_CONTEXTS: ((len(self.tls_tx.contexts) if self.tls_tx else 0)
+                                   | (len(self.tls_rx.contexts) << 16 if self.tls_rx else 0)),
                 Reg.CAP_MAX_FRAME: MAX_FRAME,
                 Reg.SCRATCH: self.scratch,
                 Reg.IRQ_STATUS: self.irq_status,
@@ -436,7 +443,7 @@ class ReferenceNic(HostMemoryBus):
         if self.tls_tx is None:
             return 0
         return (CAP_TLS_AES_128_GCM | CAP_TLS_AES_256_GCM | CAP_TLS_1_2 | CAP_TLS_1_3
-                | CAP_TLS_TX)
+                | CAP_TLS_TX | (CAP_TLS_RX if self.tls_rx else 0))
 
     async def _read_ring_entry(self, queue, q, index):
         """The entry's bytes, or None when the read fails (``tlsnic.abi``: the
@@ -485,6 +492,8 @@ class ReferenceNic(HostMemoryBus):
             return TxStatus.OK, 0
         if opcode in TLS_CONTROL_OPCODES and self.tls_tx is not None:
             return await self.tls_tx.control(desc)
+        if opcode in RX_CONTROL_OPCODES and self.tls_rx is not None:
+            return await self.tls_rx.control(desc)
         if opcode != TxOpcode.PACKET.value:
             self._count(Counter.TX_DESC_ERRORS)
             return TxStatus.BAD_OPCODE, 0
@@ -537,14 +546,22 @@ class ReferenceNic(HostMemoryBus):
         kept = frame[:MAX_FRAME]
         parsed = parse_headers(kept)
         ip_csum, l4_csum = verify_checksums(kept, parsed)
-        if raw is None:
+        desc = None if raw is None else unpack(RxDescriptor, raw)
+        if desc is None:
             status = RxStatus.DMA_ERROR     # no buffer to put it in: the frame is gone
+        elif min(len(kept), desc.length) == len(frame):
+            status = RxStatus.OK
         else:
-            desc = unpack(RxDescriptor, raw)
-            written = min(len(kept), desc.length)
-            status = RxStatus.OK if written == len(frame) else RxStatus.TRUNCATED
+            status = RxStatus.TRUNCATED
+        tls_fields = {}
+        if self.tls_rx is not None:
+            # Only a whole frame with good checksums moves a receive context;
+            # its buffer is known before its bytes are decrypted into it.
+            checked = status is RxStatus.OK and CsumStatus.BAD not in (ip_csum, l4_csum)
+            tls_fields, kept = self.tls_rx.receive(port, kept, parsed, checked)
+        if desc is not None:
             try:
-                await self.memory.write(desc.addr, kept[:written])
+                await self.memory.write(desc.addr, kept[:min(len(kept), desc.length)])
             except BusError:
                 status = RxStatus.DMA_ERROR
 
@@ -559,7 +576,7 @@ class ReferenceNic(HostMemoryBus):
             Queue.RXCQ, Irq.RXCQ, RxCompletion,
             index=index, status=status, port=port, length=wire_length,
             ip_csum=ip_csum, l4_csum=l4_csum,
-            l3_proto=parsed.l3_proto, l4_proto=parsed.l4_proto, tag=0)
+            l3_proto=parsed.l3_proto, l4_proto=parsed.l4_proto, **tls_fields)
         return True
 
     async def _receive_from_wire(self, frame, port):

@@ -63,15 +63,16 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tlsnic.abi import (
-    MAX_FRAME, TLS_MAX_CIPHERTEXT, Counter, L4Proto, TlsCipher, TlsProgressFlags,
+    MAX_FRAME, Counter, L4Proto, TlsCipher, TlsProgressFlags,
     TlsProgressParams, TlsStaticParams, TlsTagLogEntry, TlsVersion, TxOpcode, TxStatus,
-    layout_bytes, pack, unpack,
+    layout_bytes, pack, record_length_bounds, unpack,
 )
 from tlsnic.driver.bus import BusError
 
 __all__ = [
-    "TlsTxEngine", "TlsTxContext", "TlsTxRecord", "TLS_CONTROL_OPCODES",
+    "ContextTable", "TlsTxEngine", "TlsTxContext", "TlsTxRecord", "TLS_CONTROL_OPCODES",
     "HEADER_LEN", "TAG_LEN", "EXPLICIT_NONCE_LEN", "record_bounds", "tls_nonce", "tls_aad",
+    "ctr_xor", "length_in_range",
 ]
 
 SEQ_MASK = 0xFFFF_FFFF
@@ -106,9 +107,19 @@ def record_bounds(version, length):
 
 def length_in_range(version, length):
     """The header length check of the ABI (minimum record, RFC 8446 maximum)."""
-    if version is TlsVersion.TLS_1_2:
-        return EXPLICIT_NONCE_LEN + TAG_LEN <= length <= TLS_MAX_CIPHERTEXT + EXPLICIT_NONCE_LEN
-    return 1 + TAG_LEN <= length <= TLS_MAX_CIPHERTEXT
+    low, high = record_length_bounds(version)
+    return low <= length <= high
+
+
+def ctr_xor(key, nonce, position, chunk):
+    """GCM's counter mode over ``chunk`` at payload byte ``position`` (block 0 is J0 + 1).
+
+    XOR is its own inverse: the same call encrypts (TX) and decrypts (RX).
+    """
+    block, skip = divmod(position, 16)
+    counter = bytes(nonce) + (2 + block).to_bytes(4, "big")
+    enc = Cipher(algorithms.AES(key), modes.CTR(counter)).encryptor()
+    return enc.update(bytes(skip) + bytes(chunk))[skip:]
 
 
 def tls_nonce(version, salt_iv, record_number, explicit_nonce=b""):
@@ -208,7 +219,41 @@ class _Failed(Exception):
         self.status = status
 
 
-class TlsTxEngine:
+class ContextTable:
+    """What both TLS engines do with their tables of contexts and control blocks.
+
+    A subclass has ``nic``, ``contexts`` (index ``tag - 1``, each with
+    ``in_use``) and ``_handlers()`` mapping its control opcodes to coroutines.
+    """
+
+    def context(self, tag):
+        """The context of ``tag`` (live or not), or None when out of range."""
+        return self.contexts[tag - 1] if 1 <= tag <= len(self.contexts) else None
+
+    def _live(self, tag):
+        ctx = self.context(tag)
+        return ctx if ctx is not None and ctx.in_use else None
+
+    @property
+    def in_use(self):
+        """Contexts currently allocated."""
+        return sum(ctx.in_use for ctx in self.contexts)
+
+    async def control(self, desc):
+        """Carry out one control descriptor; return ``(status, 0)``."""
+        opcode = TxOpcode(int(getattr(desc.opcode, "value", desc.opcode)))
+        return await self._handlers()[opcode](desc), 0
+
+    async def _read_block(self, addr, size):
+        """A parameter block, or None when the read fails (counted in TX_DMA_ERRORS)."""
+        try:
+            return await self.nic.memory.read(addr, size)
+        except BusError:
+            self.nic._count(Counter.TX_DMA_ERRORS)
+            return None
+
+
+class TlsTxEngine(ContextTable):
     """The card's TLS transmit engine (model).
 
     Parameters
@@ -230,40 +275,11 @@ class TlsTxEngine:
         self.nic = nic
         self.contexts = [TlsTxContext() for _ in range(contexts)]
 
-    # --- lookup ------------------------------------------------------------------------
-
-    def context(self, tag):
-        """The context of ``tag`` (live or not), or None when out of range."""
-        return self.contexts[tag - 1] if 1 <= tag <= len(self.contexts) else None
-
-    def _live(self, tag):
-        ctx = self.context(tag)
-        return ctx if ctx is not None and ctx.in_use else None
-
-    @property
-    def in_use(self):
-        """Contexts currently allocated."""
-        return sum(ctx.in_use for ctx in self.contexts)
-
     # --- control descriptors -------------------------------------------------------------
 
-    async def control(self, desc):
-        """Carry out SET_STATIC / SET_PROGRESS / DUMP / FREE; return ``(status, 0)``."""
-        opcode = TxOpcode(int(desc.opcode.value if hasattr(desc.opcode, "value") else desc.opcode))
-        handler = {
-            TxOpcode.SET_STATIC: self._set_static,
-            TxOpcode.SET_PROGRESS: self._set_progress,
-            TxOpcode.DUMP: self._dump,
-            TxOpcode.FREE: self._free,
-        }[opcode]
-        return await handler(desc), 0
-
-    async def _read_block(self, addr, size):
-        try:
-            return await self.nic.memory.read(addr, size)
-        except BusError:
-            self.nic._count(Counter.TX_DMA_ERRORS)
-            return None
+    def _handlers(self):
+        return {TxOpcode.SET_STATIC: self._set_static, TxOpcode.SET_PROGRESS: self._set_progress,
+                TxOpcode.DUMP: self._dump, TxOpcode.FREE: self._free}
 
     async def _set_static(self, desc):
         ctx = self.context(desc.tag)
@@ -513,11 +529,7 @@ class TlsTxEngine:
         return record
 
     def _ctr(self, ctx, record, position, chunk):
-        """GCM's counter mode over ``chunk`` at payload byte ``position`` (J0 + 1 is block 0)."""
-        block, skip = divmod(position, 16)
-        counter = self._nonce(ctx, record) + (2 + block).to_bytes(4, "big")
-        enc = Cipher(algorithms.AES(ctx.aes_key), modes.CTR(counter)).encryptor()
-        return enc.update(bytes(skip) + chunk)[skip:]
+        return ctr_xor(ctx.aes_key, self._nonce(ctx, record), position, chunk)
 
     def _compute_tag(self, ctx, record):
         payload_start, tag_start, _ = record_bounds(ctx.version, record.length)

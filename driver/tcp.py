@@ -1,6 +1,11 @@
-"""A small TCP sender: the part of ``tcp_output`` the kTLS transmit path sits under.
+"""A small TCP sender and receiver: the parts of TCP the kTLS paths sit under.
 
-It keeps ``snd_una`` / ``snd_nxt`` / ``snd_max`` (mod 2**32), a send buffer
+:class:`TcpReceiver` is the receive side (``tcp_reass`` and the socket
+buffer): it puts segments back in order and keeps, per byte, whether the
+card decrypted it, for the kTLS receive path (:mod:`.ktls_rx`).
+:func:`parse_segment` finds the TCP segment in a received frame.
+
+:class:`TcpSender` keeps ``snd_una`` / ``snd_nxt`` / ``snd_max`` (mod 2**32), a send buffer
 of framed records (the seq -> record map, held until ACKed, like Linux's
 record list and FreeBSD's socket buffer of ``M_EXTPG`` mbufs), cuts it into
 MSS-sized segments that never mix records of different sessions (FreeBSD
@@ -10,6 +15,7 @@ the caller asks for it (there are no timers here).
 """
 
 import dataclasses
+import ipaddress
 
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
@@ -17,7 +23,8 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 __all__ = ["SEQ_MASK", "seq_add", "seq_sub", "seq_lt", "seq_leq", "TcpFlow", "TcpSegment",
-           "TcpSender"]
+           "TcpSender", "TcpReceiver", "RX_DECRYPTED", "RX_AUTH_FAIL", "ParsedSegment",
+           "parse_segment"]
 
 SEQ_MASK = 0xFFFF_FFFF
 
@@ -310,3 +317,214 @@ class TcpSender:
         if payload:
             packet = packet / Raw(bytes(payload))
         return bytes(packet)
+
+
+# --- receive -------------------------------------------------------------------
+
+#: Per-byte flags a :class:`TcpReceiver` keeps with the data (FreeBSD keeps
+#: them per mbuf: ``M_DECRYPTED``, and ``sbcompress_ktls_rx`` never merges
+#: mbufs whose flag differs, so the TLS layer can tell byte by byte).
+RX_DECRYPTED = 0x01
+#: The byte came in a frame whose completion said ``auth_fail``: a record
+#: whose tag ends in such a frame failed the card's tag check.
+RX_AUTH_FAIL = 0x02
+
+
+@dataclasses.dataclass
+class _OooSegment:
+    start: int               # absolute stream offset (0 = the first byte after irs)
+    data: bytearray
+    flags: bytearray
+
+    @property
+    def end(self):
+        return self.start + len(self.data)
+
+
+class TcpReceiver:
+    """The receive side of one direction of a TCP connection (``tcp_reass`` + ``sbappend``).
+
+    Segments come in any order, duplicated or overlapping; bytes are handed
+    on once, in order, each with its flags from the copy that arrived first.
+    First copy wins, as in FreeBSD's ``tcp_reass`` (a later overlapping
+    segment is trimmed to what is missing) and Linux's out-of-order queue:
+    a retransmission can never replace bytes already queued, so the
+    decrypted/encrypted state of a byte is the state of the bytes kept.
+
+    Internally positions are absolute stream offsets from ``irs`` (Python
+    ints never wrap); sequence numbers are mapped onto them relative to
+    ``rcv_nxt``, so a stream may cross the 32-bit wrap any number of times.
+
+    Parameters
+    ----------
+    irs : int
+        Sequence number of the first data byte expected (``rcv_nxt`` at start).
+    window : int
+        Segments more than this far past ``rcv_nxt`` are dropped (out of window).
+
+    Attributes
+    ----------
+    delivered : int
+        Absolute offset of ``rcv_nxt``: bytes handed on so far.
+    fin_at : int or None
+        Absolute offset of the peer's FIN, once seen.
+    reset : bool
+        The peer sent an acceptable RST.
+    stats : dict[str, int]
+        ``segments``, ``duplicate_bytes`` (already delivered or queued),
+        ``ooo_segments`` (queued out of order), ``out_of_window``.
+    """
+
+    def __init__(self, irs, window=1 << 30):
+        self.irs = irs & SEQ_MASK
+        self.window = window
+        self.delivered = 0
+        self.fin_at = None
+        self.reset = False
+        self._queue = []              # _OooSegment, sorted, non-overlapping, all > delivered
+        self.stats = dict.fromkeys(("segments", "duplicate_bytes", "ooo_segments",
+                                    "out_of_window"), 0)
+
+    @property
+    def rcv_nxt(self):
+        return seq_add(self.irs, self.delivered)
+
+    def offset_of(self, seq):
+        """Absolute stream offset of sequence number ``seq`` (nearest to ``rcv_nxt``)."""
+        return self.delivered + seq_sub(seq, self.rcv_nxt)
+
+    def seq_of(self, offset):
+        """Sequence number of absolute stream offset ``offset``."""
+        return seq_add(self.irs, offset)
+
+    @property
+    def eof(self):
+        """Every byte up to the peer's FIN has been handed on."""
+        return self.fin_at is not None and self.delivered >= self.fin_at
+
+    @property
+    def queued(self):
+        """Bytes held out of order, waiting for a hole before them to fill."""
+        return sum(len(s.data) for s in self._queue)
+
+    def segment(self, seq, payload, flags=None, fin=False, rst=False):
+        """Take one segment; return the bytes now in order as ``(offset, data, flags)`` chunks.
+
+        ``flags`` holds one :data:`RX_DECRYPTED` / :data:`RX_AUTH_FAIL` byte
+        per payload byte (default all 0). A RST in the window
+        (``[rcv_nxt, rcv_nxt + window)``) marks the connection reset; any
+        data or FIN after that is ignored.
+        """
+        if self.reset:
+            return []
+        self.stats["segments"] += 1
+        start = self.offset_of(seq)
+        if rst:
+            if 0 <= start - self.delivered < self.window:
+                self.reset = True
+            return []
+        payload = bytes(payload)
+        flags = bytearray(len(payload)) if flags is None else bytearray(flags)
+        end = start + len(payload)
+        if start - self.delivered >= self.window:
+            self.stats["out_of_window"] += 1
+            return []
+        if fin and self.fin_at is None:
+            self.fin_at = end
+        if start < self.delivered:          # the part already handed on is a duplicate
+            cut = min(self.delivered - start, len(payload))
+            self.stats["duplicate_bytes"] += cut
+            payload, flags, start = payload[cut:], flags[cut:], start + cut
+        if payload:
+            self._insert(start, payload, flags)
+        return self._pull()
+
+    def _insert(self, start, payload, flags):
+        """Queue the parts of ``[start, start + len)`` no queued segment holds yet."""
+        end = start + len(payload)
+        pieces, cursor = [], start
+        for held in self._queue:
+            if held.end <= cursor:
+                continue
+            if held.start >= end:
+                break
+            if held.start > cursor:
+                pieces.append((cursor, held.start))
+            self.stats["duplicate_bytes"] += min(end, held.end) - max(cursor, held.start)
+            cursor = max(cursor, held.end)
+        if cursor < end:
+            pieces.append((cursor, end))
+        for a, b in pieces:
+            self._queue.append(_OooSegment(a, bytearray(payload[a - start:b - start]),
+                                           bytearray(flags[a - start:b - start])))
+        if pieces and pieces[0][0] != self.delivered:
+            self.stats["ooo_segments"] += 1
+        self._queue.sort(key=lambda s: s.start)
+
+    def _pull(self):
+        out = []
+        while self._queue and self._queue[0].start == self.delivered:
+            held = self._queue.pop(0)
+            out.append((held.start, bytes(held.data), bytes(held.flags)))
+            self.delivered = held.end
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedSegment:
+    """The TCP segment of a received frame (see :func:`parse_segment`)."""
+    ip_version: int
+    src_addr: str
+    dst_addr: str
+    src_port: int
+    dst_port: int
+    seq: int
+    flags: int               # the TCP flag bits (FIN 0x01, SYN 0x02, RST 0x04, ...)
+    payload_offset: int      # where the payload starts in the frame
+    payload_length: int
+
+    @property
+    def fin(self):
+        return bool(self.flags & 0x01)
+
+    @property
+    def rst(self):
+        return bool(self.flags & 0x04)
+
+
+def parse_segment(frame):
+    """The :class:`ParsedSegment` of an Ethernet frame, or None if it is no whole TCP segment.
+
+    What a driver's receive path looks at (one 802.1Q tag skipped; IPv4
+    unfragmented, IPv6 without extension headers, as the card parses).
+    Checksums are the card's business: the completion says whether they held.
+    """
+    frame = bytes(frame)
+    l3 = 14
+    ethertype = int.from_bytes(frame[12:14], "big")
+    if ethertype == 0x8100:
+        ethertype, l3 = int.from_bytes(frame[16:18], "big"), 18
+    if ethertype == 0x0800 and len(frame) >= l3 + 20 and frame[l3] >> 4 == 4:
+        ihl = (frame[l3] & 0xF) * 4
+        total = int.from_bytes(frame[l3 + 2:l3 + 4], "big")
+        if frame[l3 + 9] != 6 or int.from_bytes(frame[l3 + 6:l3 + 8], "big") & 0x3FFF:
+            return None
+        version, src, dst, l4, l4_end = 4, frame[l3 + 12:l3 + 16], frame[l3 + 16:l3 + 20], \
+            l3 + ihl, l3 + total
+    elif ethertype == 0x86DD and len(frame) >= l3 + 40 and frame[l3] >> 4 == 6:
+        if frame[l3 + 6] != 6:
+            return None
+        version, src, dst, l4 = 6, frame[l3 + 8:l3 + 24], frame[l3 + 24:l3 + 40], l3 + 40
+        l4_end = l4 + int.from_bytes(frame[l3 + 4:l3 + 6], "big")
+    else:
+        return None
+    if l4_end > len(frame) or l4_end - l4 < 20:
+        return None
+    data_offset = (frame[l4 + 12] >> 4) * 4
+    if not 20 <= data_offset <= l4_end - l4:
+        return None
+    return ParsedSegment(
+        version, str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)),
+        int.from_bytes(frame[l4:l4 + 2], "big"), int.from_bytes(frame[l4 + 2:l4 + 4], "big"),
+        int.from_bytes(frame[l4 + 4:l4 + 8], "big"), frame[l4 + 13],
+        l4 + data_offset, l4_end - l4 - data_offset)

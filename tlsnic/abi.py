@@ -395,8 +395,9 @@ class TlsTagLogEntry(data.Struct):
 # record header the card will meet (the driver may enable in the middle of a
 # record: it names the next one). ``tag_log_*`` are ignored.
 #
-# Steering. A TCP segment over IPv4 or IPv6 (one VLAN tag allowed, its ID not
-# part of the key; fragments never) is looked up by its :func:`flow_key`
+# Steering. A TCP segment over IPv4 or IPv6 that the parser finds whole, with
+# a data offset in ``[20, segment length]`` (one VLAN tag allowed, its ID not
+# part of the key; fragments never), is looked up by its :func:`flow_key`
 # (ingress port, IP version, addresses, ports) whatever its checksums say. The
 # table is ``rx_contexts / 2`` buckets of :data:`STEER_WAYS` ways, each way a
 # 32-bit fingerprint ``h = flow_hash(key)`` and a tag; the flow may sit in
@@ -428,15 +429,16 @@ class TlsTagLogEntry(data.Struct):
 # * PENDING: the walker follows the candidate's chain of records (each header
 #   must be plausible) without decrypting. ``RX_RESYNC`` with CONFIRM and the
 #   candidate's record number moves it to TRACKING: the record the walker is in
-#   stays skipped, the next one is decrypted (its number counted from the
-#   candidate's along the chain). REJECT, or an implausible header on the
+#   stays skipped if any of its bytes have passed, the next one is decrypted
+#   (numbers counted from the candidate's along the chain). REJECT, or an implausible header on the
 #   chain, moves it to SEARCHING.
 #
 # Per frame steered to a live context, with ``s`` its seq, ``L`` its payload
 # length and ``N`` the context's ``next_seq`` (mod 2**32):
 #
-# 1. ``L == 0``: NONE. A bad IP or TCP checksum, or a truncated frame:
-#    NOT_CHECKED. Nothing changes in the context.
+# 1. ``L == 0``: NONE. A bad IP or TCP checksum, a truncated frame, or one
+#    whose RX buffer could not be fetched: NOT_CHECKED. Nothing changes in the
+#    context. (A frame whose buffer write fails later has moved it.)
 # 2. ``s + L <= N``: OUT_OF_ORDER, nothing changes. ``s < N``: the bytes
 #    before ``N`` pass unchanged, the rest is new.
 # 3. ``s > N`` (a gap): TRACKING or PENDING stay so when the current record's
@@ -567,7 +569,7 @@ class RxCompletion(data.Struct):
     _rsvd0:   3
     tag:      16    #: receive tag the frame was steered to; 0 = none
     dec_start: 14   #: with ``TRACKING``: TCP payload offsets of the decrypted bytes ...
-    dec_end:   14   #: ... ``[dec_start, dec_end)``; equal when nothing was decrypted
+    dec_end:   14   #: ... ``[dec_start, dec_end)``; both 0 when nothing was decrypted
     resync_offset: 16  #: candidate header's TCP seq minus the frame's seq (two's complement, >= -4)
     _rsvd1:   3
     phase:    1
