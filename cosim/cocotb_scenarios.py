@@ -1,4 +1,6 @@
-"""cocotb entry point: run scenarios (``cosim/scenarios.py``, ``cosim/scenarios_tls_tx.py``) on the gateware.
+"""cocotb entry point: run scenarios (``cosim/scenarios.py``, ``cosim/scenarios_tls_tx.py``,
+``cosim/scenarios_tls_rx.py``, ``cosim/scenarios_tls_rx_card.py``, ``cosim/replay.py``) on
+the gateware.
 
 The pytest side (:func:`run_on_gateware`) builds the NIC once, then starts one
 simulation that runs a whole batch of scenarios, each after a reset and with a
@@ -14,7 +16,8 @@ from pathlib import Path
 import cocotb
 
 from tlsnic.driver.hostmem import HostMemory
-from tlsnic.cosim import scenarios, scenarios_tls_rx_card, scenarios_tls_tx
+from tlsnic.cosim import (replay, scenarios, scenarios_tls_rx, scenarios_tls_rx_card,
+                          scenarios_tls_tx)
 from tlsnic.cosim.tb import TB
 
 __all__ = ["run_batch"]
@@ -22,8 +25,8 @@ __all__ = ["run_batch"]
 
 @cocotb.test()
 async def run_batch(dut):
-    every = {**scenarios.SCENARIOS, **scenarios_tls_tx.SCENARIOS,
-             **scenarios_tls_rx_card.SCENARIOS}
+    every = {**scenarios.SCENARIOS, **scenarios_tls_tx.SCENARIOS, **replay.SCENARIOS,
+             **scenarios_tls_rx.SCENARIOS, **scenarios_tls_rx_card.SCENARIOS}
     batch = json.loads(os.environ["TLSNIC_SCENARIOS"])
     options = json.loads(os.environ.get("TLSNIC_TB_OPTIONS", "{}"))
     tb = TB(dut, **options)

@@ -239,8 +239,8 @@ class KtlsDriver:
             record = self._dumping.pop(c.index, None)
             if record is not None:
                 record.dma_refs -= 1
-                if not record.dma_refs and getattr(record, "free_deferred", False):
-                    KtlsSocket.free_record_memory(self, record)
+                if not record.dma_refs and record.free_deferred:
+                    self.free_record_memory(record)
             tag, sock, seg = self._posted.pop(c.index, (None, None, None))
             if c.opcode is TxOpcode.PACKET and tag is not None and c.status is not TxStatus.OK:
                 self.stats["drops_seen"] += 1
@@ -251,6 +251,13 @@ class KtlsDriver:
             if tag is not None:
                 self.snd_tag_rele(tag)
         self.completions.extend(done)
+
+    def free_record_memory(self, record):
+        """Give back the host memory of an acked record that no DUMP reads any more."""
+        for addr in record.owned:
+            self.dev.bus.free(addr)
+        record.owned = []
+        record.free_deferred = False
 
     async def _post_frees(self):
         """FREE every tag whose last reference went away; return whether any was posted."""
@@ -473,7 +480,7 @@ class KtlsDriver:
                 # The card reads the record's memory whenever it gets to the
                 # DUMP: an ACK meanwhile (a spurious retransmit) must not free
                 # it under the card (mlx5 holds the mbuf until the completion).
-                entry.record.dma_refs = getattr(entry.record, "dma_refs", 0) + 1
+                entry.record.dma_refs += 1
                 self._dumping[index] = entry.record
             self._hold(index, tag)
             self.stats["dump_descriptors"] += 1
@@ -689,22 +696,14 @@ class KtlsSocket:
             self.t_nic_ktls_xmit = False
 
     def _free_record(self, record):
-        if getattr(record, "dma_refs", 0):
+        if record.dma_refs:
             record.free_deferred = True      # a DUMP in the ring still reads it
         else:
-            self.free_record_memory(self.ktls, record)
+            self.ktls.free_record_memory(record)
         record.host = None
         if record in self._unmapped:
             self._unmapped.remove(record)
         self._session_rele(record.session)
-
-    @staticmethod
-    def free_record_memory(ktls, record):
-        """Give back the host memory of an acked record that no DUMP reads any more."""
-        for addr in record.owned:
-            ktls.dev.bus.free(addr)
-        record.owned = []
-        record.free_deferred = False
 
     def first_record_of(self, session):
         """``(seq, record number)`` where a new context for ``session`` starts.

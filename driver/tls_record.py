@@ -104,6 +104,10 @@ class TlsRecord:
     host: list = None
     #: Host buffers the driver allocated for this record (freed at ACK).
     owned: list = dataclasses.field(default_factory=list)
+    #: DUMP descriptors in the ring that read ``owned`` memory; an ACK while
+    #: there are any defers the free to the last one's completion.
+    dma_refs: int = 0
+    free_deferred: bool = False
 
     def __len__(self):
         return len(self.data)

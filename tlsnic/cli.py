@@ -5,8 +5,12 @@
     tlsnic sim   [--sim model|verilator|icarus] [--scenario NAME ...] [--waves] [--list]
     tlsnic bench plain [--json] [--sim verilator|icarus]
     tlsnic bench tx    [--json] [--sim model|verilator] [--records N] [--seed S] [--mss N]
+    tlsnic bench rx    [--json] [--records N] [--seed S] [--mss N]
     tlsnic bench gcm   [--json]
     tlsnic synth --core gcm [--json]
+    tlsnic synth --board NAME|list [--json OUT] [--out DIR] [--core-mhz F] [--seed N]
+    tlsnic replay CAPTURE [--keylog FILE] [--psk HEX] [--sim model|verilator|icarus]
+                          [--direction rx|tx|both] [--json OUT] [--waves]
     tlsnic demo
 """
 
@@ -68,6 +72,9 @@ def _cmd_bench(args):
         from .cosim import bench_tls_tx
         sim = "model" if args.sim == "default" else args.sim
         return bench_tls_tx.main(args.extra + ["--sim", sim] + (["--json"] if args.json else []))
+    if args.what == "rx":
+        from .cosim import bench_tls_rx
+        return bench_tls_rx.main(args.extra + (["--json"] if args.json else []))
     if args.sim == "model":
         print(f"tlsnic bench {args.what}: measures the gateware; --sim model is for `bench tx`",
               file=sys.stderr)
@@ -92,12 +99,21 @@ def _cmd_bench(args):
 
 
 def _cmd_synth(args):
-    if args.core == "gcm":
+    if args.board:
+        from . import synth_board
+        return synth_board.main(["--board", args.board] + args.extra
+                                + (["--json", args.json] if args.json else []))
+    if args.core:
         from . import synth_core
-        return synth_core.main(args.extra + (["--json"] if args.json else []))
-    print("tlsnic synth: whole-board builds arrive with the board tops; try --core gcm",
+        return synth_core.main(["--core", args.core] + args.extra + (["--json"] if args.json else []))
+    print("tlsnic synth: give --board NAME (--board list shows them) or --core gcm|aes|ghash",
           file=sys.stderr)
     return 2
+
+
+def _cmd_replay(args):
+    from .cosim import replay
+    return replay.run_cli(args)
 
 
 def _cmd_demo(args):
@@ -120,17 +136,34 @@ def main(argv=None):
     p.set_defaults(func=_cmd_sim)
 
     p = sub.add_parser("bench", help="measure throughput in simulation")
-    p.add_argument("what", choices=("plain", "tx", "gcm"))
+    p.add_argument("what", choices=("plain", "tx", "rx", "gcm"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--sim", choices=("default", "model", "verilator", "icarus"), default="default",
-                   help="plain: verilator (default) or icarus; tx: model (default) or verilator")
+                   help="plain: verilator (default) or icarus; tx: model (default) or verilator; "
+                        "rx: model")
     p.set_defaults(func=_cmd_bench, passthrough=True)
 
     p = sub.add_parser("synth", help="synthesise with YoWASP (yosys + nextpnr-ecp5)")
-    p.add_argument("--core", choices=("gcm",))
-    p.add_argument("--board")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--core", choices=("gcm", "aes", "ghash"), help="one core, out of context")
+    p.add_argument("--board", help="a whole board build; 'list' shows the boards")
+    p.add_argument("--json", nargs="?", const="-",
+                   help="figures as JSON: to stdout, or (with --board) to the file OUT")
     p.set_defaults(func=_cmd_synth, passthrough=True)
+
+    p = sub.add_parser("replay", help="replay a TLS capture (pcap/pcapng + key log) through the NIC")
+    p.add_argument("capture", help="pcap or pcapng file (may be gzip-compressed)")
+    p.add_argument("--keylog", action="append", default=[], metavar="FILE",
+                   help="NSS key log (repeatable); pcapng decryption secrets are read too")
+    p.add_argument("--psk", metavar="HEX", help="pre-shared key of TLS 1.2 PSK suites")
+    p.add_argument("--sim", choices=("model", "verilator", "icarus"), default="model")
+    p.add_argument("--direction", choices=("rx", "tx", "both"), default="both",
+                   help="rx: captured frames into the card's receive side; tx: the driver's "
+                        "transmit path against the captured wire bytes")
+    p.add_argument("--strategy", choices=("dump", "seek"), default="dump",
+                   help="how the driver repositions the card for out-of-sequence segments")
+    p.add_argument("--json", metavar="OUT", help="write the report as JSON ('-': to stdout)")
+    p.add_argument("--waves", action="store_true", help="record waves (gateware only)")
+    p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("demo", help="the main job: run it and read the report")
     p.set_defaults(func=_cmd_demo)

@@ -1,0 +1,417 @@
+"""Ethernet MAC between the RGMII byte streams and the NIC's 64-bit streams.
+
+::
+
+    PHY clock (rx)                                   core clock (sync)
+    RgmiiRx ─> MacRx ─> PacketBuffer ─> AsyncFIFO ─────> rx (AXI4-Stream to the NIC)
+               preamble, FCS check,  commit good frames,
+               runt / size limits    drop the rest
+
+    125 MHz (tx)                                     core clock (sync)
+    RgmiiTx <─ MacTx <──────────── AsyncFIFO <─ PacketBuffer <─ tx (AXI4-Stream from the NIC)
+               preamble/SFD, pad,                store and forward
+               FCS, inter-frame gap
+
+Why it is built this way
+------------------------
+
+* **Receive decides at the frame's end.** The FCS is only known after the last
+  byte, so :class:`MacRx` writes the frame into a :class:`PacketBuffer`
+  speculatively and commits it (good FCS, 64 bytes or more, no ``RX_ER``, no
+  overflow) or drops it. The NIC behind it never sees a bad frame and needs no
+  error flag on its stream. The FCS itself is never written: a four-byte delay
+  line holds the newest bytes back until the frame is known to go on, and the
+  CRC is checked by residue (:data:`~.crc.CRC32_RESIDUE`), so no byte
+  alignment of the FCS is needed.
+* **The wire cannot wait.** Receive never back-pressures the PHY: when the
+  buffer is full the frame being received is dropped and counted
+  (``RX_OVERFLOW``). Frames already committed still leave in order when the NIC
+  takes them again. Nothing stalls forever.
+* **Transmit never underruns.** Frames are stored whole in the core domain
+  before any byte leaves, then cross to the 125 MHz transmit domain at one word
+  per core clock, eight times the wire's byte rate, so :class:`MacTx` finds
+  every word in time. Should the supply still run dry (a core clock below
+  1/8 of the line rate), :class:`MacTx` ends the frame with ``TX_ER`` so the
+  peer discards it, drains the rest and counts ``TX_UNDERRUN``. A frame larger
+  than the buffer is dropped (``TX_OVERSIZE``) instead of blocking the NIC.
+* **Counters live in the core domain.** Each event is a one-cycle pulse in its
+  own domain, at most one per frame, carried across by a
+  :class:`~amaranth.lib.cdc.PulseSynchronizer`.
+
+Frame sizes follow IEEE 802.3: frames shorter than 64 bytes with FCS are runts
+and dropped; transmit pads to 60 bytes before the FCS. The upper limit is the
+card's :data:`tlsnic.abi.MAX_FRAME` (jumbo frames) without FCS.
+"""
+
+import enum
+
+from amaranth import *
+from amaranth.lib import cdc, data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from tlsnic import abi
+from ..host.axi import AxiStreamSignature
+from ..net.frame import FrameWord, WORD_BYTES, keep_count
+from .crc import CRC32_ETH, CRC32_RESIDUE, crc_byte
+from .packet_buffer import PacketBuffer
+from .rgmii import GmiiByte
+
+__all__ = ["MacCounter", "MacRx", "MacTx", "Mac", "PREAMBLE", "SFD", "MIN_FRAME", "IFG_BYTES"]
+
+PREAMBLE = 0x55
+SFD = 0xD5
+#: Shortest frame on the wire, FCS included.
+MIN_FRAME = 64
+FCS_BYTES = 4
+#: Inter-frame gap in byte times.
+IFG_BYTES = 12
+
+
+class MacCounter(enum.IntEnum):
+    """The MAC's event counters, in register order (board register block)."""
+    RX_OK = 0
+    RX_FCS_ERRORS = 1
+    RX_RUNTS = 2
+    RX_OVERSIZE = 3
+    RX_OVERFLOW = 4
+    RX_PHY_ERRORS = 5
+    TX_OK = 6
+    TX_UNDERRUN = 7
+    TX_OVERSIZE = 8
+
+
+class MacRx(wiring.Component):
+    """Receive framing in the PHY's receive domain (``sync`` here).
+
+    Parameters
+    ----------
+    depth : int
+        Words of frame buffer (a power of two).
+    max_frame : int
+        Longest frame accepted, FCS not counted.
+
+    Members
+    -------
+    stb, byte : In
+        From :class:`~.rgmii.RgmiiRx`.
+    frames : Out(stream.Signature(FrameWord))
+        Good frames, FCS stripped.
+    ev_ok, ev_fcs, ev_runt, ev_oversize, ev_overflow, ev_phy : Out(1)
+        One-cycle pulses, at most one per frame.
+    """
+    def __init__(self, *, depth=2048, max_frame=abi.MAX_FRAME):
+        assert (depth - 1) * WORD_BYTES >= max_frame, "a maximal frame must fit the buffer"
+        self.depth = depth
+        self.max_frame = max_frame
+        super().__init__({
+            "stb": In(1), "byte": In(GmiiByte),
+            "frames": Out(stream.Signature(FrameWord)),
+            "ev_ok": Out(1), "ev_fcs": Out(1), "ev_runt": Out(1),
+            "ev_oversize": Out(1), "ev_overflow": Out(1), "ev_phy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.buf = buf = PacketBuffer(FrameWord, self.depth)
+        wiring.connect(m, buf.r, wiring.flipped(self.frames))
+
+        crc = Signal(32)
+        count = Signal(range(self.max_frame + FCS_BYTES + 2))   # bytes, FCS included
+        hold = Signal(32)           # the newest bytes: maybe the FCS
+        held = Signal(range(5))
+        word = Signal(64)
+        fill = Signal(range(WORD_BYTES + 1))
+        phy_error = Signal()
+        b = self.byte
+
+        def release(m, byte):
+            """Put the byte that left the delay line into the word being filled."""
+            with m.If(fill == WORD_BYTES):
+                m.d.comb += [buf.w_data.data.eq(word), buf.w_data.keep.eq(0xFF),
+                             buf.w_data.last.eq(0), buf.w_en.eq(1)]
+                m.d.sync += [word.eq(byte), fill.eq(1)]
+            with m.Else():
+                m.d.sync += [word.word_select(fill, 8).eq(byte), fill.eq(fill + 1)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.stb & b.dv):
+                    with m.If(b.data == SFD):
+                        m.next = "START"
+                    with m.Elif(b.data == PREAMBLE):
+                        m.next = "PREAMBLE"
+                    with m.Else():
+                        m.next = "DISCARD"
+            with m.State("PREAMBLE"):
+                with m.If(self.stb):
+                    with m.If(~b.dv):
+                        m.next = "IDLE"
+                    with m.Elif(b.data == SFD):
+                        m.next = "START"
+                    with m.Elif(b.data != PREAMBLE):
+                        m.next = "DISCARD"
+            with m.State("START"):
+                m.d.sync += [crc.eq(CRC32_ETH.init), count.eq(0), held.eq(0), fill.eq(0),
+                             phy_error.eq(0)]
+                m.next = "DATA"
+                # The first data byte may be here already (1000 Mb/s): take it.
+                with m.If(self.stb):
+                    with m.If(~b.dv):
+                        m.d.comb += self.ev_runt.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += [crc.eq(crc_byte(CRC32_ETH, C(CRC32_ETH.init, 32), b.data)),
+                                     count.eq(1), hold.eq(b.data), held.eq(1),
+                                     phy_error.eq(b.er)]
+            with m.State("DATA"):
+                with m.If(self.stb & b.dv):
+                    m.d.sync += [crc.eq(crc_byte(CRC32_ETH, crc, b.data)), count.eq(count + 1),
+                                 phy_error.eq(phy_error | b.er)]
+                    with m.If(held == FCS_BYTES):
+                        release(m, hold[:8])
+                        m.d.sync += hold.eq(Cat(hold[8:], b.data))
+                    with m.Else():
+                        m.d.sync += [hold.word_select(held, 8).eq(b.data), held.eq(held + 1)]
+                    with m.If(count == self.max_frame + FCS_BYTES):
+                        m.d.comb += [buf.w_drop.eq(1), self.ev_oversize.eq(1)]
+                        m.next = "DISCARD"
+                    with m.Elif(buf.w_en & buf.w_full):
+                        m.d.comb += [buf.w_drop.eq(1), self.ev_overflow.eq(1)]
+                        m.next = "DISCARD"
+                with m.Elif(self.stb):
+                    # End of frame: the four held bytes are the FCS.
+                    m.next = "IDLE"
+                    m.d.comb += [buf.w_data.data.eq(word), buf.w_data.keep.eq((1 << fill) - 1),
+                                 buf.w_data.last.eq(1)]
+                    with m.If(count < MIN_FRAME):
+                        m.d.comb += [buf.w_drop.eq(1), self.ev_runt.eq(1)]
+                    with m.Elif(phy_error):
+                        m.d.comb += [buf.w_drop.eq(1), self.ev_phy.eq(1)]
+                    with m.Elif(crc != CRC32_RESIDUE):
+                        m.d.comb += [buf.w_drop.eq(1), self.ev_fcs.eq(1)]
+                    with m.Elif(buf.w_full):
+                        m.d.comb += [buf.w_drop.eq(1), self.ev_overflow.eq(1)]
+                    with m.Else():
+                        m.d.comb += [buf.w_en.eq(1), buf.w_commit.eq(1), self.ev_ok.eq(1)]
+            with m.State("DISCARD"):
+                with m.If(self.stb & ~b.dv):
+                    m.next = "IDLE"
+        return m
+
+
+class MacTx(wiring.Component):
+    """Transmit framing in the 125 MHz transmit domain (``sync`` here).
+
+    Members
+    -------
+    frames : In(stream.Signature(FrameWord))
+        Frames without FCS; a frame's words must follow each other in time
+        (see the module docstring), else it is cut with ``TX_ER``.
+    stb : In(1)
+        From :class:`~.rgmii.RgmiiTx`: ``byte`` is taken this cycle.
+    byte : Out(GmiiByte)
+    ev_ok, ev_underrun : Out(1)
+    """
+    frames: In(stream.Signature(FrameWord))
+    stb: In(1)
+    byte: Out(GmiiByte)
+    ev_ok: Out(1)
+    ev_underrun: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        cur = Signal(FrameWord)
+        idx = Signal(range(WORD_BYTES))
+        crc = Signal(32)
+        count = Signal(range(MIN_FRAME + 1))     # data bytes, saturating past the pad length
+        step = Signal(range(max(IFG_BYTES, 8)))  # preamble byte / FCS byte / gap countdown
+        nbytes = keep_count(cur.keep)
+        out = self.byte
+
+        def send(m, byte):
+            m.d.comb += [out.data.eq(byte), out.dv.eq(1)]
+            with m.If(self.stb):
+                m.d.sync += crc.eq(crc_byte(CRC32_ETH, crc, byte))
+                with m.If(count != MIN_FRAME):
+                    m.d.sync += count.eq(count + 1)
+
+        def to_fcs(m):
+            m.d.sync += step.eq(0)
+            with m.If(count + 1 < MIN_FRAME - FCS_BYTES):
+                m.next = "PAD"
+            with m.Else():
+                m.next = "FCS"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.stb & (step != 0)):
+                    m.d.sync += step.eq(step - 1)
+                with m.If((step == 0) & self.frames.valid):
+                    m.d.comb += self.frames.ready.eq(1)
+                    m.d.sync += [cur.eq(self.frames.payload), idx.eq(0), step.eq(0)]
+                    m.next = "PREAMBLE"
+            with m.State("PREAMBLE"):
+                m.d.comb += [out.data.eq(Mux(step == 7, SFD, PREAMBLE)), out.dv.eq(1)]
+                with m.If(self.stb):
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step == 7):
+                        m.d.sync += [crc.eq(CRC32_ETH.init), count.eq(0)]
+                        m.next = "DATA"
+            with m.State("DATA"):
+                send(m, cur.data.word_select(idx, 8))
+                with m.If(self.stb):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx + 1 >= nbytes):
+                        with m.If(cur.last):
+                            to_fcs(m)
+                        with m.Elif(self.frames.valid):
+                            m.d.comb += self.frames.ready.eq(1)
+                            m.d.sync += [cur.eq(self.frames.payload), idx.eq(0)]
+                        with m.Else():
+                            m.next = "UNDERRUN"
+            with m.State("PAD"):
+                send(m, 0)
+                with m.If(self.stb & (count + 1 >= MIN_FRAME - FCS_BYTES)):
+                    to_fcs(m)
+            with m.State("FCS"):
+                m.d.comb += [out.data.eq((~crc).word_select(step[:2], 8)), out.dv.eq(1)]
+                with m.If(self.stb):
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step == FCS_BYTES - 1):
+                        m.d.comb += self.ev_ok.eq(1)
+                        # IDLE's own first cycle is a gap byte too.
+                        m.d.sync += step.eq(IFG_BYTES - 1)
+                        m.next = "IDLE"
+            with m.State("UNDERRUN"):
+                # One byte time with TX_ER: the peer's PHY turns it into an error
+                # symbol and the frame is discarded whatever its FCS.
+                m.d.comb += [out.dv.eq(1), out.er.eq(1)]
+                with m.If(self.stb):
+                    m.d.comb += self.ev_underrun.eq(1)
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.comb += self.frames.ready.eq(1)
+                with m.If(self.frames.valid & self.frames.payload.last):
+                    m.d.sync += step.eq(IFG_BYTES - 1)
+                    m.next = "IDLE"
+        return m
+
+
+class Mac(wiring.Component):
+    """One Ethernet port: receive and transmit framing plus the clock-domain crossings.
+
+    Parameters
+    ----------
+    rx_domain, tx_domain : str
+        The PHY receive clock domain and the 125 MHz transmit domain. The
+        NIC side is ``sync``.
+    rx_depth, tx_depth : int
+        Frame buffer words on each side (powers of two, at least one
+        :data:`~tlsnic.abi.MAX_FRAME` frame).
+    cdc_depth : int
+        Words of each :class:`~amaranth.lib.fifo.AsyncFIFO`.
+
+    Members
+    -------
+    rx : Out(AxiStreamSignature(64))
+        Received frames, to the NIC's ``rx[i]``.
+    tx : In(AxiStreamSignature(64))
+        Frames to send, from the NIC's ``tx[i]``.
+    rx_stb, rx_byte : In
+        From :class:`~.rgmii.RgmiiRx` (``rx_domain``).
+    tx_stb : In(1)
+    tx_byte : Out(GmiiByte)
+        To/from :class:`~.rgmii.RgmiiTx` (``tx_domain``).
+    counters : Out(ArrayLayout(32, len(MacCounter)))
+        Wrapping event counters, ``sync`` domain.
+    """
+    def __init__(self, *, rx_domain="rgmii_rx", tx_domain="rgmii_tx", rx_depth=2048,
+                 tx_depth=2048, cdc_depth=16, max_frame=abi.MAX_FRAME):
+        assert (tx_depth - 1) * WORD_BYTES >= max_frame, "a maximal frame must fit the buffer"
+        self._rx_domain = rx_domain
+        self._tx_domain = tx_domain
+        self._rx_depth = rx_depth
+        self._tx_depth = tx_depth
+        self._cdc_depth = cdc_depth
+        self._max_frame = max_frame
+        super().__init__({
+            "rx": Out(AxiStreamSignature(data_width=64)),
+            "tx": In(AxiStreamSignature(data_width=64)),
+            "rx_stb": In(1), "rx_byte": In(GmiiByte),
+            "tx_stb": In(1), "tx_byte": Out(GmiiByte),
+            "counters": Out(data.ArrayLayout(32, len(MacCounter))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rxd, txd = self._rx_domain, self._tx_domain
+        width = len(Signal(FrameWord).as_value())
+
+        # ---- receive ----
+        m.submodules.rx_mac = rx_mac = DomainRenamer(rxd)(
+            MacRx(depth=self._rx_depth, max_frame=self._max_frame))
+        m.d.comb += [rx_mac.stb.eq(self.rx_stb), rx_mac.byte.eq(self.rx_byte)]
+        m.submodules.rx_cdc = rx_cdc = fifo.AsyncFIFO(
+            width=width, depth=self._cdc_depth, w_domain=rxd, r_domain="sync")
+        rx_word = FrameWord(rx_cdc.r_data)
+        m.d.comb += [
+            rx_cdc.w_data.eq(rx_mac.frames.payload), rx_cdc.w_en.eq(rx_mac.frames.valid),
+            rx_mac.frames.ready.eq(rx_cdc.w_rdy),
+            self.rx.tvalid.eq(rx_cdc.r_rdy), self.rx.tdata.eq(rx_word.data),
+            self.rx.tkeep.eq(rx_word.keep), self.rx.tlast.eq(rx_word.last),
+            rx_cdc.r_en.eq(self.rx.tready),
+        ]
+
+        # ---- transmit ----
+        m.submodules.tx_buf = tx_buf = PacketBuffer(FrameWord, self._tx_depth)
+        tx_oversize = Signal()
+        with m.FSM(name="tx_store"):
+            with m.State("STORE"):
+                m.d.comb += [
+                    tx_buf.w_data.data.eq(self.tx.tdata), tx_buf.w_data.keep.eq(self.tx.tkeep),
+                    tx_buf.w_data.last.eq(self.tx.tlast),
+                    tx_buf.w_en.eq(self.tx.tvalid),
+                    tx_buf.w_commit.eq(self.tx.tvalid & self.tx.tlast & ~tx_buf.w_full),
+                    self.tx.tready.eq(~tx_buf.w_full),
+                ]
+                with m.If(self.tx.tvalid & tx_buf.w_full & tx_buf.w_alone):
+                    # The open frame alone fills the buffer: it never will fit.
+                    m.d.comb += [tx_buf.w_drop.eq(1), tx_oversize.eq(1), self.tx.tready.eq(1)]
+                    with m.If(~self.tx.tlast):
+                        m.next = "SKIP"
+            with m.State("SKIP"):
+                m.d.comb += self.tx.tready.eq(1)
+                with m.If(self.tx.tvalid & self.tx.tlast):
+                    m.next = "STORE"
+        m.submodules.tx_cdc = tx_cdc = fifo.AsyncFIFO(
+            width=width, depth=self._cdc_depth, w_domain="sync", r_domain=txd)
+        m.submodules.tx_mac = tx_mac = DomainRenamer(txd)(MacTx())
+        m.d.comb += [
+            tx_cdc.w_data.eq(tx_buf.r.payload), tx_cdc.w_en.eq(tx_buf.r.valid),
+            tx_buf.r.ready.eq(tx_cdc.w_rdy),
+            tx_mac.frames.payload.eq(tx_cdc.r_data), tx_mac.frames.valid.eq(tx_cdc.r_rdy),
+            tx_cdc.r_en.eq(tx_mac.frames.ready),
+            tx_mac.stb.eq(self.tx_stb), self.tx_byte.eq(tx_mac.byte),
+        ]
+
+        # ---- counters ----
+        events = {
+            MacCounter.RX_OK: (rxd, rx_mac.ev_ok), MacCounter.RX_FCS_ERRORS: (rxd, rx_mac.ev_fcs),
+            MacCounter.RX_RUNTS: (rxd, rx_mac.ev_runt),
+            MacCounter.RX_OVERSIZE: (rxd, rx_mac.ev_oversize),
+            MacCounter.RX_OVERFLOW: (rxd, rx_mac.ev_overflow),
+            MacCounter.RX_PHY_ERRORS: (rxd, rx_mac.ev_phy),
+            MacCounter.TX_OK: (txd, tx_mac.ev_ok), MacCounter.TX_UNDERRUN: (txd, tx_mac.ev_underrun),
+            MacCounter.TX_OVERSIZE: ("sync", tx_oversize),
+        }
+        for c, (domain, pulse) in events.items():
+            if domain == "sync":
+                strobe = pulse
+            else:
+                ps = cdc.PulseSynchronizer(i_domain=domain, o_domain="sync")
+                m.submodules[f"ps_{c.name.lower()}"] = ps
+                m.d.comb += ps.i.eq(pulse)
+                strobe = ps.o
+            with m.If(strobe):
+                m.d.sync += self.counters[c].eq(self.counters[c] + 1)
+        return m

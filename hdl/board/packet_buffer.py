@@ -1,0 +1,97 @@
+"""A store-and-forward frame buffer whose writer can take a frame back.
+
+A MAC learns whether a received frame is good only at its end (the FCS), and
+whether a frame fits only while writing it. :class:`PacketBuffer` lets the
+writer put words in speculatively and then either *commit* the frame (the
+reader may now see it) or *drop* it (the write pointer goes back to the last
+commit, as if nothing had been written). The reader only ever sees whole,
+committed frames, so downstream logic never has to undo anything, and a frame
+that starts to stream out is already complete: a transmitter fed from here can
+not underrun.
+
+Three pointers into one RAM: ``rd`` (reader), ``commit`` (end of the last
+committed frame) and ``wr`` (speculative end). One slot stays empty so that
+``wr == rd`` always means empty.
+"""
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["PacketBuffer"]
+
+
+class PacketBuffer(wiring.Component):
+    """Frame FIFO with commit / drop, in one clock domain (``sync``).
+
+    Parameters
+    ----------
+    shape : shape-like
+        One word (its frame-end flag, if any, is the writer's business).
+    depth : int
+        Words, a power of two; the largest frame it can ever hold is
+        ``depth - 1`` words.
+
+    Members
+    -------
+    w_data : In(shape)
+    w_en : In(1)
+        Append ``w_data`` to the open frame. Ignored while ``w_full``.
+    w_full : Out(1)
+        No room for one more word.
+    w_alone : Out(1)
+        Nothing committed is waiting for the reader: if the buffer is full now,
+        the open frame alone fills it and will never fit (the writer drops it).
+    w_commit : In(1)
+        Close the open frame; it becomes visible to the reader. Words written
+        in the same cycle are included.
+    w_drop : In(1)
+        Forget the open frame. Takes precedence over ``w_commit``; a word
+        written in the same cycle is forgotten too.
+    r : Out(stream.Signature(shape))
+        Committed words, in order.
+    """
+
+    def __init__(self, shape, depth):
+        assert depth >= 4 and depth & (depth - 1) == 0, "depth must be a power of two"
+        self.depth = depth
+        super().__init__({
+            "w_data": In(shape), "w_en": In(1), "w_full": Out(1), "w_alone": Out(1),
+            "w_commit": In(1), "w_drop": In(1),
+            "r": Out(stream.Signature(shape)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        aw = (self.depth - 1).bit_length()
+        m.submodules.mem = mem = Memory(shape=self.r.payload.shape(), depth=self.depth, init=[])
+        wp = mem.write_port()
+        rp = mem.read_port(transparent_for=())
+
+        wr = Signal(aw)
+        commit = Signal(aw)
+        rd = Signal(aw)
+
+        m.d.comb += [self.w_full.eq(wr + 1 == rd), self.w_alone.eq(commit == rd)]
+        write = self.w_en & ~self.w_full
+        wr_next = Signal(aw)
+        m.d.comb += [
+            wp.addr.eq(wr), wp.data.eq(self.w_data), wp.en.eq(write),
+            wr_next.eq(wr + write),
+        ]
+        with m.If(self.w_drop):
+            m.d.sync += wr.eq(commit)
+        with m.Else():
+            m.d.sync += wr.eq(wr_next)
+            with m.If(self.w_commit):
+                m.d.sync += commit.eq(wr_next)
+
+        # Read: the RAM's output register is the stream's payload register.
+        advance = (rd != commit) & (~self.r.valid | self.r.ready)
+        m.d.comb += [rp.addr.eq(rd), rp.en.eq(advance), self.r.payload.eq(rp.data)]
+        with m.If(advance):
+            m.d.sync += [rd.eq(rd + 1), self.r.valid.eq(1)]
+        with m.Elif(self.r.ready):
+            m.d.sync += self.r.valid.eq(0)
+        return m

@@ -1,0 +1,238 @@
+"""Board tops: the NIC with Gigabit Ethernet over RGMII and a UART host link.
+
+::
+
+    board clock ─> EHXPLLL ─┬─ sync        core: Nic, UartBridge, WindowRam, MAC (NIC side)
+                            ├─ rgmii_tx    125 MHz: MacTx, RgmiiTx
+                            └─ rgmii_tx90  125 MHz, 90°: the TX_CLK pin (when the PHY adds no delay)
+    PHY RX_CLK ─────────────── rgmii_rx    (one per port) RgmiiRx, MacRx
+
+    UART ─> UartBridge ─┬─> Nic.csr (AXI4-Lite)
+                        ├─> WindowRam <── Nic.dma (AXI4): rings and buffers live here
+                        └─> board registers (ID, STATUS, window, SPEED_MODE, MAC counters)
+    Nic.tx[i] ─> Mac ─> RgmiiTx ─> RGMII pins
+    Nic.rx[i] <─ Mac <─ RgmiiRx <─ RGMII pins
+
+The NIC is taken as it is: :class:`BoardTop` passes ``nic`` (a dict of
+:class:`tlsnic.hdl.top.Nic` keyword arguments) through untouched, with
+``ports`` set from the board, so a new engine's parameter (``rx_contexts``) is
+one more key.
+
+Clocks and resets: every domain is held in reset until the PLL locks (and
+while the board's reset button is pressed), released through a
+:class:`~amaranth.lib.cdc.ResetSynchronizer` in its own clock. The PHY is held
+in reset for ~17 ms after lock, then runs with its strap defaults
+(auto-negotiation on). The receive clock domain of each port is driven by the
+PHY's ``RX_CLK`` and constrained to 125 MHz, the 1000 Mb/s rate.
+
+The link speed the framing uses comes from the PHY's in-band status unless the
+host forces it (``BoardReg.SPEED_MODE``). Without in-band status (a PHY that
+does not send it reads as "link down"), 1000 Mb/s is assumed.
+"""
+
+from dataclasses import dataclass, field
+
+from amaranth import *
+from amaranth.build import Clock
+from amaranth.lib import cdc, io, wiring
+
+from tlsnic.link import BOARD_ID, BoardReg, LinkStatusBits
+from ..top import Nic
+from .mac import Mac, MacCounter
+from .pll import Ecp5Pll, PllOutput, solve_pll
+from .rgmii import RgmiiPins, RgmiiRx, RgmiiStatus, RgmiiTx, Speed
+from .uart_bridge import UartBridge
+from .window import WindowRam
+
+__all__ = ["BoardSpec", "BOARDS", "BoardTop", "make_platform", "DEFAULT_BOARD", "LINK_IDLE_S"]
+
+#: Quiet time after which the bridge drops a half-received request. Longer
+#: than any gap a USB-UART leaves inside one write.
+LINK_IDLE_S = 2e-3
+RGMII_FREQ = 125e6
+
+
+@dataclass(frozen=True)
+class BoardSpec:
+    """What :class:`BoardTop` needs to know about a board."""
+    platform: str             #: ``module:Class`` in amaranth_boards
+    description: str
+    clk: str = "clk100"
+    rst: str = "rst"          #: reset button resource (active level per the platform)
+    eth_ports: int = 1
+    #: Drive TX_CLK from the 90° shifted clock (PHY without TXDLY).
+    tx_clk_shift: bool = True
+    core_mhz: float = 125.0
+    baud: int = 1_000_000
+    window_size: int = 64 * 1024
+    nic: dict = field(default_factory=dict)
+
+
+BOARDS = {
+    "ecpix5-85": BoardSpec(
+        "amaranth_boards.ecpix5:ECPIX585Platform",
+        "LambdaConcept ECPIX-5, LFE5UM5G-85F, 1x GbE (RGMII), FT2232 UART"),
+    "versa-ecp5": BoardSpec(
+        "amaranth_boards.versa_ecp5:VersaECP5Platform",
+        "Lattice ECP5 Versa, LFE5UM-45F, 2x GbE (RGMII), FT2232 UART",
+        eth_ports=2, window_size=32 * 1024),
+}
+DEFAULT_BOARD = "ecpix5-85"
+
+
+def make_platform(board):
+    """A fresh platform instance for ``board``."""
+    import importlib
+    module, cls = BOARDS[board].platform.split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+class BoardTop(Elaboratable):
+    """Parameters
+    ----------
+    board : str
+        A key of :data:`BOARDS`.
+    nic : dict
+        Extra :class:`~tlsnic.hdl.top.Nic` arguments (over the board's defaults).
+    core_mhz : float
+        Core clock target (``sync``), default the board's.
+    window_base : int
+        DMA address of the host-memory window.
+    """
+
+    def __init__(self, board=DEFAULT_BOARD, *, nic=None, core_mhz=None,
+                 window_base=0x1_0000_0000):
+        self.board = board
+        self.spec = BOARDS[board]
+        self.core_mhz = core_mhz or self.spec.core_mhz
+        self.nic_params = {**self.spec.nic, **(nic or {}), "ports": self.spec.eth_ports}
+        self.window_base = window_base
+
+    def pll_outputs(self):
+        outs = [PllOutput("sync", self.core_mhz * 1e6), PllOutput("rgmii_tx", RGMII_FREQ)]
+        if self.spec.tx_clk_shift:
+            outs.append(PllOutput("rgmii_tx90", RGMII_FREQ, phase=90))
+        return outs
+
+    def elaborate(self, platform):
+        m = Module()
+        spec = self.spec
+
+        # ---- clocks and resets ----
+        clk_res = platform.lookup(spec.clk)
+        m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(spec.clk, dir="-"))
+        m.submodules.rst_buf = rst_buf = io.Buffer("i", platform.request(spec.rst, dir="-"))
+        pll_cfg = solve_pll(clk_res.clock.frequency, self.pll_outputs())
+        m.submodules.pll = pll = Ecp5Pll(pll_cfg, clk_buf.i)
+        hold = ~pll.locked | rst_buf.i
+        for i, out in enumerate(pll_cfg.outputs):
+            m.domains += ClockDomain(out.domain)
+            m.submodules[f"rs_{out.domain}"] = cdc.ResetSynchronizer(hold, domain=out.domain)
+            platform.add_clock_constraint(pll.clocks[out.domain], pll_cfg.achieved(i))
+        f_sync = pll_cfg.achieved(0)
+
+        # ---- the NIC, its host memory and the host link ----
+        m.submodules.nic = nic = Nic(**self.nic_params)
+        m.submodules.window = window = WindowRam(base=self.window_base, size=spec.window_size)
+        divisor = round(f_sync / spec.baud)
+        m.submodules.bridge = bridge = UartBridge(
+            divisor=divisor, window_size=spec.window_size, idle=round(LINK_IDLE_S * f_sync))
+        wiring.connect(m, bridge.csr, nic.csr)
+        wiring.connect(m, bridge.mem, window.bridge)
+        wiring.connect(m, nic.dma, window.axi)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
+        m.d.comb += [bridge.rx.eq(uart_rx.i), uart_tx.o.eq(bridge.tx)]
+
+        # PHY reset: ~17 ms at 125 MHz after the core comes out of reset.
+        phy_timer = Signal(21)
+        phy_rst = Signal(init=1)
+        with m.If(phy_timer != (1 << 21) - 1):
+            m.d.sync += phy_timer.eq(phy_timer + 1)
+        with m.Else():
+            m.d.sync += phy_rst.eq(0)
+
+        # ---- Ethernet ports ----
+        speed_mode = Signal(2)
+        statuses, macs = [], []
+        for p in range(spec.eth_ports):
+            pins = platform.request("eth_rgmii", p, dir="-")
+            rxd = f"rgmii_rx{p}"
+            m.domains += ClockDomain(rxd)
+            rgmii = RgmiiPins(pins, rx_domain=rxd, tx_domain="rgmii_tx",
+                              tx_clk_domain="rgmii_tx90" if spec.tx_clk_shift else "rgmii_tx")
+            m.submodules[f"rgmii_pins{p}"] = rgmii
+            m.d.comb += ClockSignal(rxd).eq(rgmii.rx_clk)
+            platform.add_clock_constraint(rgmii.rx_clk, RGMII_FREQ)
+            m.submodules[f"rs_{rxd}"] = cdc.ResetSynchronizer(hold, domain=rxd)
+            m.submodules[f"phy_rst{p}"] = phy_rst_buf = io.Buffer("o", pins.rst)
+            m.d.comb += phy_rst_buf.o.eq(phy_rst)
+
+            rx = DomainRenamer(rxd)(RgmiiRx())
+            tx = DomainRenamer("rgmii_tx")(RgmiiTx())
+            mac = Mac(rx_domain=rxd, tx_domain="rgmii_tx")
+            m.submodules[f"rgmii_rx{p}"] = rx
+            m.submodules[f"rgmii_tx{p}"] = tx
+            m.submodules[f"mac{p}"] = mac
+            m.d.comb += [
+                rx.ddr_data.eq(rgmii.rx_data), rx.ddr_ctl.eq(rgmii.rx_ctl),
+                rgmii.tx_data.eq(tx.ddr_data), rgmii.tx_ctl.eq(tx.ddr_ctl),
+                rgmii.tx_clk.eq(tx.ddr_clk),
+                mac.rx_stb.eq(rx.stb), mac.rx_byte.eq(rx.byte),
+                mac.tx_stb.eq(tx.stb), tx.byte.eq(mac.tx_byte),
+            ]
+            wiring.connect(m, nic.tx[p], mac.tx)
+            wiring.connect(m, mac.rx, nic.rx[p])
+
+            # Speed: in-band status unless forced; quasi-static, so plain
+            # two-flop synchronisers carry it between domains.
+            status = Signal(RgmiiStatus)
+            m.submodules[f"status_sync{p}"] = cdc.FFSynchronizer(rx.status, status)
+            speed = Signal(2, init=Speed.S1000.value)
+            inband = status.speed.as_value()
+            with m.If(speed_mode != 0):
+                m.d.sync += speed.eq(speed_mode - 1)
+            with m.Elif(status.link & (inband != 3)):
+                m.d.sync += speed.eq(inband)
+            with m.Else():
+                m.d.sync += speed.eq(Speed.S1000.value)
+            m.submodules[f"speed_rx{p}"] = cdc.FFSynchronizer(
+                speed, rx.speed.as_value(), o_domain=rxd, init=Speed.S1000.value)
+            m.submodules[f"speed_tx{p}"] = cdc.FFSynchronizer(
+                speed, tx.speed.as_value(), o_domain="rgmii_tx", init=Speed.S1000.value)
+            statuses.append((status, speed))
+            macs.append(mac)
+
+        # ---- board registers ----
+        reg = bridge.board
+        status0, speed0 = statuses[0]
+        link_status = Signal(32)
+        m.d.comb += link_status.eq(
+            nic.irq * LinkStatusBits.IRQ | status0.link * LinkStatusBits.LINK
+            | (speed0 << LinkStatusBits.SPEED_SHIFT)
+            | status0.full_duplex * LinkStatusBits.FULL_DUPLEX)
+        with m.Switch(reg.addr):
+            constants = {
+                BoardReg.ID: BOARD_ID,
+                BoardReg.WINDOW_BASE_LO: self.window_base & 0xFFFF_FFFF,
+                BoardReg.WINDOW_BASE_HI: self.window_base >> 32,
+                BoardReg.WINDOW_SIZE: spec.window_size,
+                BoardReg.PORTS: spec.eth_ports,
+            }
+            for r, value in constants.items():
+                with m.Case(r):
+                    m.d.comb += reg.rdata.eq(value)
+            with m.Case(BoardReg.STATUS):
+                m.d.comb += reg.rdata.eq(link_status)
+            with m.Case(BoardReg.SPEED_MODE):
+                m.d.comb += reg.rdata.eq(speed_mode)
+                with m.If(reg.write):
+                    m.d.sync += speed_mode.eq(reg.wdata)
+            for p, mac in enumerate(macs):
+                for c in MacCounter:
+                    with m.Case(BoardReg.MAC_COUNTERS + 0x40 * p + 4 * c):
+                        m.d.comb += reg.rdata.eq(mac.counters[c])
+            with m.Default():
+                m.d.comb += reg.rdata.eq(0)
+        return m

