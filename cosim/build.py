@@ -65,10 +65,13 @@ class Design:
         return factory(**self.params)
 
 
-def nic_design(*, ports=1, tx_contexts=256):
+def nic_design(*, ports=1, tx_contexts=256, rx_contexts=0):
     """The card (``hdl.top.Nic``) as every co-simulation builds it: one place, so
-    the tests, the benches and ``tlsnic sim`` share one cached build per shape."""
-    return Design("tlsnic.hdl.top:make_nic", "nic", ports=ports, tx_contexts=tx_contexts)
+    the tests, the benches and ``tlsnic sim`` share one cached build per shape.
+    ``rx_contexts`` 0 is the card without the TLS receive engine (the
+    parameter is left out of the key then, so those builds stay cached)."""
+    params = {"rx_contexts": rx_contexts} if rx_contexts else {}
+    return Design("tlsnic.hdl.top:make_nic", "nic", ports=ports, tx_contexts=tx_contexts, **params)
 
 
 def export_verilog(design):

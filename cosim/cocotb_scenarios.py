@@ -1,5 +1,6 @@
 """cocotb entry point: run scenarios (``cosim/scenarios.py``, ``cosim/scenarios_tls_tx.py``,
-``cosim/replay.py``) on the gateware.
+``cosim/scenarios_tls_rx.py``, ``cosim/scenarios_tls_rx_card.py``, ``cosim/replay.py``) on
+the gateware.
 
 The pytest side (:func:`run_on_gateware`) builds the NIC once, then starts one
 simulation that runs a whole batch of scenarios, each after a reset and with a
@@ -15,7 +16,8 @@ from pathlib import Path
 import cocotb
 
 from tlsnic.driver.hostmem import HostMemory
-from tlsnic.cosim import replay, scenarios, scenarios_tls_tx
+from tlsnic.cosim import (replay, scenarios, scenarios_tls_rx, scenarios_tls_rx_card,
+                          scenarios_tls_tx)
 from tlsnic.cosim.tb import TB
 
 __all__ = ["run_batch"]
@@ -23,7 +25,8 @@ __all__ = ["run_batch"]
 
 @cocotb.test()
 async def run_batch(dut):
-    every = {**scenarios.SCENARIOS, **scenarios_tls_tx.SCENARIOS, **replay.SCENARIOS}
+    every = {**scenarios.SCENARIOS, **scenarios_tls_tx.SCENARIOS, **replay.SCENARIOS,
+             **scenarios_tls_rx.SCENARIOS, **scenarios_tls_rx_card.SCENARIOS}
     batch = json.loads(os.environ["TLSNIC_SCENARIOS"])
     options = json.loads(os.environ.get("TLSNIC_TB_OPTIONS", "{}"))
     tb = TB(dut, **options)
@@ -39,16 +42,17 @@ async def run_batch(dut):
     Path(os.environ["TLSNIC_RESULTS"]).write_text(json.dumps(results))
 
 
-def run_on_gateware(batch, *, ports=1, tx_contexts=256, tb_options=None, sim=None, waves=None,
-                    tag="plain"):
+def run_on_gateware(batch, *, ports=1, tx_contexts=256, rx_contexts=0, tb_options=None, sim=None,
+                    waves=None, tag="plain"):
     """Run ``batch`` (``[(key, scenario name, params), ...]``) on the NIC gateware.
 
-    ``ports`` and ``tx_contexts`` configure the card built. Returns
-    ``{key: observation}``; a scenario that raised has ``{"error": traceback}``.
+    ``ports``, ``tx_contexts`` and ``rx_contexts`` configure the card built.
+    Returns ``{key: observation}``; a scenario that raised has ``{"error": traceback}``.
     """
     from tlsnic.cosim.build import nic_design
     from tlsnic.cosim.runner import CocotbRun
-    run = CocotbRun(nic_design(ports=ports, tx_contexts=tx_contexts), sim=sim, waves=waves)
+    run = CocotbRun(nic_design(ports=ports, tx_contexts=tx_contexts, rx_contexts=rx_contexts),
+                    sim=sim, waves=waves)
     tb_options = dict(tb_options or {}, ports=ports)
     test_dir = run.build_dir / f"run-{tag}-{os.getpid()}"
     test_dir.mkdir(parents=True, exist_ok=True)

@@ -623,7 +623,9 @@ def run(capture_path, keylogs=(), psk=None, *, sim="model", direction="both", st
     if psk is not None:
         os.environ[PSK_ENV] = psk.hex() if isinstance(psk, bytes) else psk
     try:
-        got = run_on_gateware(batch, sim=sim, waves=waves, tag="replay")
+        # The card with the TLS receive engine when RX is replayed (its TX side is the same).
+        got = run_on_gateware(batch, sim=sim, waves=waves, tag="replay",
+                              rx_contexts=RX_CONTEXTS if "rx" in want else 0)
     finally:
         os.environ.pop(PSK_ENV, None)
     for what in want:

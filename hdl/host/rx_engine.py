@@ -1,11 +1,20 @@
 """RX engine: frames from the wire into host buffers, one completion each.
 
-Input: wire -> :class:`FrameLimiter` -> checksum verification -> RX packet
-FIFO, with per-frame metadata once the frame and its checksums are complete.
-Per frame at the FIFO head: take one RX buffer (a 16-byte DMA read of the RX
-queue entry), write ``min(frame, buffer)`` bytes, swallow the rest, write the
-completion. While the RX queue is empty or the completion queue full, the frame
-waits and the FIFO fills; once it is full the wire input is back-pressured.
+Input: wire -> :class:`FrameLimiter` -> :class:`TcpParser` -> checksum
+verification -> RX packet FIFO, with per-frame metadata (checksums, the TCP
+segment's flow, seq and payload span) once the frame and its checksums are
+complete. Per frame at the FIFO head: take one RX buffer (a 16-byte DMA read
+of the RX queue entry), write ``min(frame, buffer)`` bytes, swallow the rest,
+write the completion. While the RX queue is empty or the completion queue
+full, the frame waits and the FIFO fills; once it is full the wire input is
+back-pressured.
+
+With a TLS receive engine (``tls=True``, :class:`~..tls.rx.TlsRx`) the frame
+drains through it: once the buffer is known (so whether the frame is
+truncated), the engine gets the frame's facts, then its words, and returns
+them decrypted where they are TLS, then the completion's TLS fields. A frame
+whose buffer could not be fetched still goes through (steered, NOT_CHECKED),
+as the model does.
 """
 
 from amaranth import *
@@ -18,6 +27,8 @@ from ..net.checksum import ChecksumEngine, ChecksumResult
 from ..net.frame import FrameWord, WORD_BYTES
 from ..net.frame_limit import FrameLimiter, FrameInfo
 from ..net.frame_mux import FrameMux
+from ..net.tcp_parse import TcpInfo, TcpParser
+from ..tls.rx import TlsRxPort
 from .dma import DmaReadPort, DmaWritePort, read_entry, write_entry
 
 __all__ = ["RxFrameMeta", "RxEngine"]
@@ -26,6 +37,7 @@ __all__ = ["RxFrameMeta", "RxEngine"]
 class RxFrameMeta(data.Struct):
     csum: ChecksumResult    #: ``csum.length``: bytes kept in the FIFO
     info: FrameInfo
+    tcp:  TcpInfo
 
 
 class RxEngine(wiring.Component):
@@ -36,13 +48,18 @@ class RxEngine(wiring.Component):
     wire : In(stream.Signature(FrameWord))
     rxq_*, rxcq_* : ring handshakes
     dma_rd, dma_wr : DMA client ports
+    tls : Out(TlsRxPort())
+        With ``tls``: to the TLS receive engine.
     received, received_bytes, truncated, dma_error, csum_bad : Out
         Per-frame strobes for the counters.
     """
-    def __init__(self, *, fifo_words=2048, ports=1):
+    def __init__(self, *, fifo_words=2048, ports=1, tls=False):
         self.fifo_words = fifo_words
         self.ports = ports
+        self.with_tls = tls
+        members = {"tls": Out(TlsRxPort())} if tls else {}
         super().__init__({
+            **members,
             "wire": In(stream.Signature(FrameWord)).array(ports),
             "rxq_ready": In(1), "rxq_addr": In(64), "rxq_index": In(16), "rxq_advance": Out(1),
             "rxcq_ready": In(1), "rxcq_addr": In(64), "rxcq_phase": In(1), "rxcq_advance": Out(1),
@@ -61,23 +78,32 @@ class RxEngine(wiring.Component):
         m.submodules.meta_fifo = meta_fifo = SyncFIFOBuffered(
             width=RxFrameMeta.as_shape().size, depth=16)
 
+        meta_in = Signal(RxFrameMeta)
         m.submodules.mux = mux = FrameMux(self.ports)
         for i in range(self.ports):
             wiring.connect(m, wiring.flipped(self.wire[i]), mux.i[i])
         wiring.connect(m, mux.o, limiter.i)
         m.d.comb += limiter.port.eq(mux.port)
-        wiring.connect(m, limiter.o, csum.i)
+        if self.with_tls:
+            # The TLS engine needs each frame's TCP segment when the frame reaches the head.
+            m.submodules.parser = parser = TcpParser()
+            wiring.connect(m, limiter.o, parser.i)
+            wiring.connect(m, parser.o, csum.i)
+            parsed = parser.info.valid
+            m.d.comb += [meta_in.tcp.eq(parser.info.payload), parser.info.ready.eq(meta_fifo.w_en)]
+        else:
+            wiring.connect(m, limiter.o, csum.i)
+            parsed = 1
         m.d.comb += [
             data_fifo.w_data.eq(csum.o.payload),
             data_fifo.w_en.eq(csum.o.valid),
             csum.o.ready.eq(data_fifo.w_rdy),
         ]
-        meta_in = Signal(RxFrameMeta)
         m.d.comb += [
             meta_in.csum.eq(csum.result.payload),
             meta_in.info.eq(limiter.info.payload),
             meta_fifo.w_data.eq(meta_in),
-            meta_fifo.w_en.eq(csum.result.valid & limiter.info.valid & meta_fifo.w_rdy),
+            meta_fifo.w_en.eq(csum.result.valid & limiter.info.valid & parsed & meta_fifo.w_rdy),
             csum.result.ready.eq(meta_fifo.w_en),
             limiter.info.ready.eq(meta_fifo.w_en),
         ]
@@ -107,8 +133,31 @@ class RxEngine(wiring.Component):
         completion_done, completion_lost = write_entry(m, wr, self.rxcq_addr, completion,
                                                        write_completion)
         m.d.comb += self.completion_lost.eq(completion_lost)
+        # The words drain from the packet FIFO, through the TLS engine if there is one.
         frame_word = Signal(FrameWord)
-        m.d.comb += frame_word.eq(data_fifo.r_data)
+        out_valid = Signal()        # a word of the frame is there for the writer
+        take = Signal()             # ... and is taken (to the writer, or swallowed)
+        if self.with_tls:
+            tls = self.tls
+            m.d.comb += [
+                tls.i.valid.eq(data_fifo.r_rdy),
+                tls.i.payload.eq(data_fifo.r_data),
+                data_fifo.r_en.eq(tls.i.valid & tls.i.ready),
+                frame_word.eq(tls.o.payload),
+                out_valid.eq(tls.o.valid),
+                tls.o.ready.eq(take),
+            ]
+        else:
+            m.d.comb += [frame_word.eq(data_fifo.r_data), out_valid.eq(data_fifo.r_rdy),
+                         data_fifo.r_en.eq(take)]
+        if self.with_tls:
+            result = Signal.like(tls.result.payload)
+            m.d.comb += [
+                completion.tag.eq(result.tag), completion.tls.eq(result.tls),
+                completion.auth_fail.eq(result.auth_fail), completion.resync.eq(result.resync),
+                completion.dec_start.eq(result.dec_start), completion.dec_end.eq(result.dec_end),
+                completion.resync_offset.eq(result.resync_offset),
+            ]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -119,7 +168,7 @@ class RxEngine(wiring.Component):
                 with m.If(fetched & fetch_failed):
                     m.d.sync += [status.eq(RxStatus.DMA_ERROR), write_words.eq(0),
                                  write_len.eq(0)]
-                    m.next = "DRAIN"
+                    m.next = "TLS" if self.with_tls else "DRAIN"
                 with m.Elif(fetched):
                     m.next = "DECIDE"
             with m.State("DECIDE"):
@@ -131,7 +180,19 @@ class RxEngine(wiring.Component):
                     write_words.eq((length + 7) >> 3),
                     status.eq(Mux(fits & ~meta.info.cut, RxStatus.OK, RxStatus.TRUNCATED)),
                 ]
-                m.next = "WRITE"
+                m.next = "TLS" if self.with_tls else "WRITE"
+            if self.with_tls:
+                with m.State("TLS"):
+                    # The frame's facts; "checked": whole, buffer fetched, no BAD checksum.
+                    p = tls.frame.payload
+                    m.d.comb += [
+                        tls.frame.valid.eq(1),
+                        p.info.eq(meta.tcp), p.port.eq(meta.info.port), p.kept.eq(meta.csum.length),
+                        p.checked.eq((status == RxStatus.OK) & (meta.csum.ip_csum != CsumStatus.BAD)
+                                     & (meta.csum.l4_csum != CsumStatus.BAD)),
+                    ]
+                    with m.If(tls.frame.ready):
+                        m.next = "WRITE"
             with m.State("WRITE"):
                 with m.If(write_len == 0):
                     m.next = "DRAIN"
@@ -144,23 +205,29 @@ class RxEngine(wiring.Component):
                 # Hand the first ``write_words`` words to the writer, swallow the rest.
                 to_writer = write_words != 0
                 m.d.comb += [
-                    wr.data.valid.eq(to_writer & data_fifo.r_rdy),
+                    wr.data.valid.eq(to_writer & out_valid),
                     wr.data.payload.eq(frame_word.data),
-                    data_fifo.r_en.eq(Mux(to_writer, wr.data.ready, 1)),
+                    take.eq(out_valid & Mux(to_writer, wr.data.ready, 1)),
                 ]
-                with m.If(data_fifo.r_rdy & data_fifo.r_en):
+                with m.If(take):
                     with m.If(to_writer):
                         m.d.sync += write_words.eq(write_words - 1)
                     with m.If(frame_word.last):
                         m.next = "STATUS"
             with m.State("STATUS"):
                 with m.If((write_len == 0) | (status == RxStatus.DMA_ERROR)):
-                    m.next = "COMPLETE"
+                    m.next = "RESULT" if self.with_tls else "COMPLETE"
                 with m.Else():
                     m.d.comb += wr.status.ready.eq(1)
                     with m.If(wr.status.valid):
                         with m.If(wr.status.payload.error):
                             m.d.sync += status.eq(RxStatus.DMA_ERROR)
+                        m.next = "RESULT" if self.with_tls else "COMPLETE"
+            if self.with_tls:
+                with m.State("RESULT"):
+                    m.d.comb += tls.result.ready.eq(1)
+                    with m.If(tls.result.valid):
+                        m.d.sync += result.eq(tls.result.payload)
                         m.next = "COMPLETE"
             with m.State("COMPLETE"):
                 m.d.comb += write_completion.eq(1)

@@ -26,7 +26,8 @@ from tlsnic.abi import (TxDescriptor, TxCompletion, TxOpcode, TxStatus, TxFlags,
 from ..net.checksum import ChecksumEngine, ChecksumResult
 from ..net.frame import FrameWord, WORD_BYTES
 from ..tls.tx import TlsTxCommand, TlsTxHost, BUFFER_WORDS as TLS_BUFFER_WORDS
-from tlsnic.abi import TlsStaticParams, TlsProgressParams, layout_bytes
+from ..tls.rx import TlsRxControl
+from tlsnic.abi import TlsStaticParams, TlsProgressParams, TlsRxResyncParams, layout_bytes
 from .dma import DmaReadPort, DmaWritePort, read_entry, write_entry
 
 __all__ = ["TxFrameMeta", "TxEngine"]
@@ -56,6 +57,9 @@ class TxEngine(wiring.Component):
     dma_rd, dma_wr : DMA client ports
     tls : Out(TlsTxHost())
         To the TLS transmit engine.
+    tls_rx : Out(TlsRxControl())
+        With ``rx_tls``: the RX control opcodes go to the TLS receive engine
+        (without it they are BAD_OPCODE).
     frames : Out(stream.Signature(FrameWord))
         Packet FIFO data, to :class:`hdl.net.csum_insert.ChecksumInsert`.
     meta : Out(stream.Signature(TxFrameMeta))
@@ -63,11 +67,13 @@ class TxEngine(wiring.Component):
     events : Out(...)
         One-cycle strobes: ``completed``, ``desc_error``, ``dma_error``.
     """
-    def __init__(self, *, ports=1, fifo_words=2048):
+    def __init__(self, *, ports=1, fifo_words=2048, rx_tls=False):
         assert fifo_words * WORD_BYTES >= MAX_FRAME
         self.ports = ports
         self.fifo_words = fifo_words
+        self.rx_tls = rx_tls
         super().__init__({
+            **({"tls_rx": Out(TlsRxControl())} if rx_tls else {}),
             "txq_ready": In(1), "txq_addr": In(64), "txq_index": In(16), "txq_advance": Out(1),
             "txcq_ready": In(1), "txcq_addr": In(64), "txcq_phase": In(1), "txcq_advance": Out(1),
             "dma_rd": Out(DmaReadPort()),
@@ -151,6 +157,24 @@ class TxEngine(wiring.Component):
             tls.cmd.payload.port.eq(desc.port[:2]),
             tls.cmd.payload.length.eq(read_length),
         ]
+        # The engine a command goes to: TlsTx, or TlsRx for the RX control opcodes.
+        to_rx = Signal()
+        if self.rx_tls:
+            tls_rx = self.tls_rx
+            rx_opcode = ((desc.opcode == TxOpcode.RX_SET_STATIC) | (desc.opcode == TxOpcode.RX_RESYNC)
+                         | (desc.opcode == TxOpcode.RX_FREE))
+            m.d.comb += [
+                tls_rx.lookup_tag.eq(desc.tag),
+                tls_rx.cmd.payload.opcode.eq(desc.opcode),
+                tls_rx.cmd.payload.tag.eq(desc.tag),
+                tls_rx.cmd.payload.length.eq(read_length),
+            ]
+            cmd = [tls.cmd, tls_rx.cmd]
+            data_ports = [tls.data, tls_rx.data]
+            verdicts = [tls.verdict, tls_rx.verdict]
+        else:
+            rx_opcode = C(0, 1)
+            cmd, data_ports, verdicts = [tls.cmd], [tls.data], [tls.verdict]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -205,6 +229,25 @@ class TxEngine(wiring.Component):
                             with m.Default():
                                 m.d.sync += read_length.eq(0)
                         m.next = "COMMAND"
+                with m.Elif(rx_opcode):
+                    # Receive contexts: a tag space of their own; a bad tag is
+                    # not a TX drop (no counter), as the model has it.
+                    rx_tag_ok = Mux(desc.opcode == TxOpcode.RX_SET_STATIC,
+                                    tls_rx.lookup_in_range & ~tls_rx.lookup_live,
+                                    tls_rx.lookup_live) if self.rx_tls else C(0, 1)
+                    with m.If(~rx_tag_ok):
+                        m.d.sync += status.eq(TxStatus.BAD_TAG)
+                        m.next = "COMPLETE"
+                    with m.Else():
+                        m.d.sync += to_rx.eq(1)
+                        with m.Switch(desc.opcode):
+                            with m.Case(TxOpcode.RX_SET_STATIC):
+                                m.d.sync += read_length.eq(layout_bytes(TlsStaticParams))
+                            with m.Case(TxOpcode.RX_RESYNC):
+                                m.d.sync += read_length.eq(layout_bytes(TlsRxResyncParams))
+                            with m.Default():
+                                m.d.sync += read_length.eq(0)
+                        m.next = "COMMAND"
                 with m.Else():
                     m.d.sync += status.eq(TxStatus.BAD_OPCODE)
                     m.d.comb += self.desc_error.eq(1)
@@ -216,8 +259,8 @@ class TxEngine(wiring.Component):
                 with m.If(room):
                     m.next = "COMMAND"
             with m.State("COMMAND"):
-                m.d.comb += tls.cmd.valid.eq(1)
-                with m.If(tls.cmd.ready):
+                m.d.comb += [c.valid.eq(to_rx == i) for i, c in enumerate(cmd)]
+                with m.If(Array(c.ready for c in cmd)[to_rx]):
                     with m.If(read_length == 0):
                         m.next = "VERDICT"
                     with m.Else():
@@ -229,20 +272,19 @@ class TxEngine(wiring.Component):
                     m.next = "DATA"
             with m.State("DATA"):
                 word = rd.resp.payload
-                m.d.comb += [
-                    tls.data.valid.eq(rd.resp.valid),
-                    tls.data.payload.eq(word),
-                    rd.resp.ready.eq(tls.data.ready),
-                ]
+                for i, port in enumerate(data_ports):
+                    m.d.comb += [port.valid.eq(rd.resp.valid & (to_rx == i)), port.payload.eq(word)]
+                m.d.comb += rd.resp.ready.eq(Array(p.ready for p in data_ports)[to_rx])
                 with m.If(rd.resp.valid & rd.resp.ready & word.last):
                     m.d.comb += self.dma_error.eq(word.error)
                     m.next = "VERDICT"
             with m.State("VERDICT"):
-                verdict = tls.verdict.payload
+                verdict = Signal.like(tls.verdict.payload)
+                m.d.comb += verdict.eq(Array(v.payload for v in verdicts)[to_rx])
                 is_packet = desc.opcode == TxOpcode.PACKET
                 forced = Mux(verdict.force_csum, (TxFlags.CSUM_IP | TxFlags.CSUM_L4).value, 0)
-                with m.If(tls.verdict.valid & (~is_packet | side_fifo.w_rdy)):
-                    m.d.comb += tls.verdict.ready.eq(1)
+                with m.If(Array(v.valid for v in verdicts)[to_rx] & (~is_packet | side_fifo.w_rdy)):
+                    m.d.comb += [v.ready.eq(to_rx == i) for i, v in enumerate(verdicts)]
                     m.d.sync += status.eq(verdict.status)
                     with m.If(is_packet):
                         m.d.comb += [
@@ -253,6 +295,7 @@ class TxEngine(wiring.Component):
                     m.next = "COMPLETE"
             with m.State("COMPLETE"):
                 m.d.comb += write_completion.eq(1)
+                m.d.sync += to_rx.eq(0)
                 with m.If(completion_done):
                     m.d.comb += [self.txq_advance.eq(1), self.txcq_advance.eq(1),
                                  self.completed.eq(1)]

@@ -64,11 +64,12 @@ from tlsnic.abi import (TxOpcode, TxStatus, TlsCipher, TlsVersion, TlsStaticPara
                         TlsProgressParams, TlsTagLogEntry, TLS_MAX_CIPHERTEXT, layout_bytes)
 from ..crypto.gcm import Chunk, GcmEngine, GcmState, Kind
 from ..host.dma import DmaReadWord, DmaWritePort, write_entry
-from ..net.frame import FrameWord, WORD_BYTES, keep_count
+from ..net.frame import FrameWord, WORD_BYTES
 from ..net.tcp_parse import TcpInfo, TcpParser, TCP_WINDOW_WORDS
 from .merge import CryptoMerge, MergeWord
+from .walk import RecordStep, cipher_path, feed_gcm, word_lanes
 from .tx_context import (TxContext, TxRecord, HEADER_LEN, NONCE_LEN, TAG_LEN, record_length,
-                         record_aad, fresh_state, seek_state)
+                         record_aad, fresh_state, seek_state, static_ok, static_entry)
 
 __all__ = ["TlsTxCommand", "TlsTxVerdict", "TlsTxHost", "TlsTx", "BUFFER_WORDS"]
 
@@ -125,17 +126,6 @@ class TlsTxHost(wiring.Signature):
         })
 
 
-def _min(a, b):
-    return Mux(a < b, a, b)
-
-
-def _clamp_lanes(m, x, name):
-    """``x`` (signed) clamped to 0..8: lanes of a word below a byte offset."""
-    out = Signal(range(WORD_BYTES + 1), name=name)
-    m.d.comb += out.eq(Mux(x < 0, 0, Mux(x > WORD_BYTES, WORD_BYTES, x)))
-    return out
-
-
 class TlsTx(wiring.Component):
     """The TLS transmit engine.
 
@@ -174,10 +164,7 @@ class TlsTx(wiring.Component):
         m.submodules.parser = parser = TcpParser()
         m.submodules.word_fifo = word_fifo = SyncFIFOBuffered(
             width=FrameWord.as_shape().size, depth=WORD_FIFO_DEPTH)
-        m.submodules.gcm = gcm = GcmEngine()
-        m.submodules.merge_fifo = merge_fifo = SyncFIFOBuffered(
-            width=MergeWord.as_shape().size, depth=MERGE_FIFO_DEPTH)
-        m.submodules.merge = merge = CryptoMerge()
+        gcm, merge_fifo = cipher_path(m, wiring.flipped(self.host.frames), MERGE_FIFO_DEPTH)
         m.submodules.table = table = Memory(shape=TxContext, depth=self.contexts + 1, init=[])
         m.submodules.tags = tags = Memory(shape=128, depth=MAX_TAGS, init=[])
         table_rd, table_wr = table.read_port(), table.write_port()
@@ -194,14 +181,9 @@ class TlsTx(wiring.Component):
             word_fifo.w_data.eq(parser.o.payload),
             word_fifo.w_en.eq(parser.o.valid),
             parser.o.ready.eq(word_fifo.w_rdy),
-            merge.words.valid.eq(merge_fifo.r_rdy),
-            merge.words.payload.eq(merge_fifo.r_data),
-            merge_fifo.r_en.eq(merge.words.ready),
         ]
         with m.If(self.host.data.valid & self.host.data.ready & self.host.data.payload.error):
             m.d.sync += frame_error.eq(1)
-        wiring.connect(m, gcm.o_chunk, merge.chunks)
-        wiring.connect(m, merge.o, wiring.flipped(self.host.frames))
 
         # ---- which contexts are live (a register, so the TX engine can ask at once)
         live = Signal(self.contexts + 1)
@@ -240,13 +222,7 @@ class TlsTx(wiring.Component):
         log_first_set = Signal()
         log_index = Signal(range(MAX_TAGS + 1))
 
-        ctx_rec_len = record_length(rec)
         tls13 = ctx.tls13
-        pstart = Mux(tls13, HEADER_LEN, HEADER_LEN + NONCE_LEN)
-        tag_start = Signal(17)
-        rec_end = Signal(17)
-        m.d.comb += [tag_start.eq(ctx_rec_len + HEADER_LEN - TAG_LEN),
-                     rec_end.eq(ctx_rec_len + HEADER_LEN)]
 
         def length_ok(length):
             return Mux(tls13,
@@ -273,16 +249,8 @@ class TlsTx(wiring.Component):
         # ---- the walker's step (combinational; used in WALK)
         word = Signal(FrameWord)
         m.d.comb += word.eq(word_fifo.r_data)
-        lane_lo = _clamp_lanes(m, first_byte.as_signed() - pos.as_signed(), "lane_lo")
-        lane_hi_frame = _clamp_lanes(m, end_byte.as_signed() - pos.as_signed(), "lane_hi_frame")
-        kc = keep_count(word.keep)
-        lane_hi = Signal(range(WORD_BYTES + 1))
-        m.d.comb += lane_hi.eq(_min(lane_hi_frame, kc))
         lanes_done = Signal(range(WORD_BYTES + 1))   # lanes of this word already walked
-        lstart = Signal(range(WORD_BYTES + 1))
-        m.d.comb += lstart.eq(Mux(lanes_done > lane_lo, lanes_done, lane_lo))
-        avail = Signal(range(WORD_BYTES + 1))
-        m.d.comb += avail.eq(Mux(lane_hi > lstart, lane_hi - lstart, 0))
+        lstart, lane_hi, avail, kc = word_lanes(m, word, pos, first_byte, end_byte, lanes_done)
 
         # The word under construction (substituted tag bytes, chunk lanes).
         touched = Signal()
@@ -297,42 +265,15 @@ class TlsTx(wiring.Component):
         m.d.comb += [new_data.eq(cur_data), new_chunks.eq(Mux(touched, acc_chunks, 0)),
                      new_lanes.eq(Mux(touched, acc_lanes, 0))]
 
-        o = rec.offset
-        region_hdr = o < HEADER_LEN
-        region_nonce = ~region_hdr & (o < pstart)
-        region_aad = ~region_hdr & ~region_nonce & ~rec.seek & ~rec.aad_done
-        region_text = ~region_hdr & ~region_nonce & ~region_aad & (o < tag_start)
-        region_tag = ~region_hdr & ~region_nonce & ~region_aad & ~region_text
-        region_end = Signal(17)
-        with m.If(region_hdr):
-            m.d.comb += region_end.eq(HEADER_LEN)
-        with m.Elif(region_nonce):
-            m.d.comb += region_end.eq(pstart)
-        with m.Elif(region_text):
-            m.d.comb += region_end.eq(tag_start)
-        with m.Else():
-            m.d.comb += region_end.eq(rec_end)
-        n = Signal(range(WORD_BYTES + 1))
-        m.d.comb += n.eq(Mux(region_aad, 0, _min(region_end - o, avail)))
-        shifted = Signal(64)
-        m.d.comb += shifted.eq(word.data >> (lstart * 8))
-        run_mask = Cat((n > i).replicate(8) for i in range(WORD_BYTES))
-
-        rec_new = Signal(TxRecord)
-        m.d.comb += rec_new.eq(rec)
-        # Header and nonce bytes collected from the stream.
-        for j in range(HEADER_LEN):
-            with m.If(region_hdr & ~rec.hdr_known & (o <= j) & (j < o + n)):
-                m.d.comb += rec_new.header.word_select(j, 8).eq(shifted.word_select((j - o)[:3], 8))
-        for j in range(NONCE_LEN):
-            k = HEADER_LEN + j
-            with m.If(region_nonce & ~rec.nonce_known & (o <= k) & (k < o + n)):
-                m.d.comb += rec_new.nonce.word_select(j, 8).eq(shifted.word_select((k - o)[:3], 8))
-        header_done = region_hdr & ~rec.hdr_known & (o + n == HEADER_LEN)
+        step = RecordStep(m, rec, tls13, ~rec.seek & ~rec.aad_done, word.data, lstart, avail,
+                          TxRecord, hdr_known=rec.hdr_known, nonce_known=rec.nonce_known)
+        o, pstart, tag_start, rec_end = step.o, step.pstart, step.tag_start, step.rec_end
+        region_hdr, region_nonce, region_aad = step.hdr, step.nonce, step.aad
+        region_text, region_tag = step.text, step.tag
+        n, shifted, run_mask, rec_new = step.n, step.shifted, step.run_mask, step.rec_new
         new_len = record_length(rec_new)
-        header_bad = header_done & ((rec_new.header[8:16] != 0x03) | (rec_new.header[16:24] != 0x03)
-                                    | ~length_ok(new_len))
-        m.d.comb += rec_new.offset.eq(o + n)
+        header_bad = step.header_done & ((rec_new.header[8:16] != 0x03)
+                                         | (rec_new.header[16:24] != 0x03) | ~length_ok(new_len))
 
         # The chunk this step issues, if any.
         chunk = Signal(Chunk)
@@ -365,7 +306,7 @@ class TlsTx(wiring.Component):
             m.d.comb += [new_lanes.word_select(held, 3).eq(lstart), new_chunks.eq(held + 1)]
 
         # Record end.
-        record_ends = region_tag & (o + n == rec_end)
+        record_ends = step.record_ends
         with m.If(record_ends):
             m.d.comb += [rec_new.eq(0), rec_new.number.eq(rec.number + 1)]
 
@@ -381,17 +322,7 @@ class TlsTx(wiring.Component):
             word_fifo.r_en.eq(push_word),
         ]
         save_chunk = Signal()
-        with m.If(save_chunk):
-            m.d.comb += [gcm.i_chunk.valid.eq(1), gcm.i_chunk.payload.kind.eq(Kind.TEXT),
-                         gcm.i_chunk.payload.save.eq(1)]
-        with m.Else():
-            m.d.comb += [gcm.i_chunk.valid.eq(chunk_valid), gcm.i_chunk.payload.eq(chunk)]
-        m.d.comb += [gcm.i_state.valid.eq(chunk_valid & chunk.load & ~state_taken),
-                     gcm.i_state.payload.eq(load_state)]
-        with m.If(gcm.i_state.valid & gcm.i_state.ready):
-            m.d.sync += state_taken.eq(1)
-        with m.If(gcm.i_chunk.valid & gcm.i_chunk.ready):
-            m.d.sync += state_taken.eq(0)
+        feed_gcm(m, gcm, chunk, chunk_valid, load_state, save_chunk, state_taken)
 
         # ---- verdict and events
         verdict = Signal(TlsTxVerdict)
@@ -501,27 +432,14 @@ class TlsTx(wiring.Component):
                 with m.If(frame_error):
                     finish(TxStatus.DMA_ERROR)
                 with m.Elif(cmd.opcode == TxOpcode.SET_STATIC):
-                    ok = (((static.cipher == TlsCipher.AES_128_GCM) | (static.cipher == TlsCipher.AES_256_GCM))
-                          & ((static.version == TlsVersion.TLS_1_2) | (static.version == TlsVersion.TLS_1_3))
-                          & ((static.ip_version == 4) | (static.ip_version == 6))
-                          & (static.port < self.ports) & (static.tag_log_log2 <= 16)
+                    ok = (static_ok(static, self.ports) & (static.tag_log_log2 <= 16)
                           & (static.tag_log_addr[:5] == 0))
                     with m.If(ok):
                         entry = Signal(TxContext)
-                        v6 = static.ip_version == 6
+                        static_entry(m, entry, static)
                         m.d.comb += [
-                            entry.in_use.eq(1),
-                            entry.aes256.eq(static.cipher == TlsCipher.AES_256_GCM),
-                            entry.tls13.eq(static.version == TlsVersion.TLS_1_3),
-                            entry.ipv6.eq(v6), entry.port.eq(static.port),
-                            entry.key.eq(static.key), entry.salt_iv.eq(static.salt_iv),
-                            entry.src_addr.eq(Mux(v6, static.src_addr, static.src_addr[:32])),
-                            entry.dst_addr.eq(Mux(v6, static.dst_addr, static.dst_addr[:32])),
-                            entry.src_port.eq(static.src_port), entry.dst_port.eq(static.dst_port),
                             entry.tag_log_addr.eq(static.tag_log_addr),
                             entry.tag_log_log2.eq(static.tag_log_log2),
-                            entry.next_seq.eq(static.tcp_seq),
-                            entry.rec.number.eq(static.record_number),
                             table_wr.addr.eq(cmd.tag), table_wr.data.eq(entry), table_wr.en.eq(1),
                             self.ev_ctx.eq(1),
                         ]

@@ -17,10 +17,11 @@ first) or :func:`seek_state` (a record entered by ``SET_PROGRESS`` with
 from amaranth import *
 from amaranth.lib import data
 
+from tlsnic.abi import TlsCipher, TlsVersion
 from ..crypto.gcm import GcmState
 
 __all__ = ["TxRecord", "TxContext", "record_nonce", "record_aad", "fresh_state", "seek_state",
-           "HEADER_LEN", "NONCE_LEN", "TAG_LEN"]
+           "static_ok", "static_entry", "HEADER_LEN", "NONCE_LEN", "TAG_LEN"]
 
 HEADER_LEN = 5
 NONCE_LEN = 8       # TLS 1.2 GCM explicit nonce (RFC 5288)
@@ -84,11 +85,14 @@ def record_aad(ctx, rec):
     return Mux(ctx.tls13, rec.header, aad12), Mux(ctx.tls13, HEADER_LEN, 13)
 
 
-def fresh_state(m, ctx, rec):
-    """The :class:`GcmState` that starts ``rec`` (``gcm.state_record``, H derived)."""
+def fresh_state(m, ctx, rec, decrypt=0):
+    """The :class:`GcmState` that starts ``rec`` (``gcm.state_record``, H derived).
+
+    ``ctx`` is any context with ``key``, ``aes256``, ``tls13`` and ``salt_iv``
+    (TX or RX); ``decrypt`` selects the receive direction."""
     st = Signal(GcmState)
     m.d.comb += [
-        st.key.eq(ctx.key), st.aes256.eq(ctx.aes256), st.hgen.eq(1),
+        st.key.eq(ctx.key), st.aes256.eq(ctx.aes256), st.hgen.eq(1), st.decrypt.eq(decrypt),
         st.iv.eq(record_nonce(ctx, rec)), st.ctr.eq(2), st.kpos.eq(16),
     ]
     return st
@@ -104,3 +108,32 @@ def seek_state(m, ctx, rec, text_offset):
         st.ptext.eq(1),
     ]
     return st
+
+
+def static_ok(static, ports):
+    """The checks of a :class:`~tlsnic.abi.TlsStaticParams` block that both
+    directions make: a known cipher and version, IP version 4 or 6, an
+    existing port."""
+    return (((static.cipher == TlsCipher.AES_128_GCM) | (static.cipher == TlsCipher.AES_256_GCM))
+            & ((static.version == TlsVersion.TLS_1_2) | (static.version == TlsVersion.TLS_1_3))
+            & ((static.ip_version == 4) | (static.ip_version == 6))
+            & (static.port < ports))
+
+
+def static_entry(m, entry, static):
+    """Drive the fields a TX or RX context takes from its static block (``in_use``,
+    cipher, version, flow, key and salt/IV, ``next_seq``, the first record's
+    number); IPv4 addresses keep bytes 0..3, the rest zero."""
+    v6 = static.ip_version == 6
+    m.d.comb += [
+        entry.in_use.eq(1),
+        entry.aes256.eq(static.cipher == TlsCipher.AES_256_GCM),
+        entry.tls13.eq(static.version == TlsVersion.TLS_1_3),
+        entry.ipv6.eq(v6), entry.port.eq(static.port),
+        entry.key.eq(static.key), entry.salt_iv.eq(static.salt_iv),
+        entry.src_addr.eq(Mux(v6, static.src_addr, static.src_addr[:32])),
+        entry.dst_addr.eq(Mux(v6, static.dst_addr, static.dst_addr[:32])),
+        entry.src_port.eq(static.src_port), entry.dst_port.eq(static.dst_port),
+        entry.next_seq.eq(static.tcp_seq),
+        entry.rec.number.eq(static.record_number),
+    ]
