@@ -22,12 +22,12 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from tlsnic.abi import (TxDescriptor, TxCompletion, TxOpcode, TxStatus, TxFlags,
-                        MAX_FRAME, DESC_BYTES)
+                        MAX_FRAME, DESC_BYTES, TlsStaticParams, TlsProgressParams,
+                        TlsRxResyncParams, layout_bytes)
 from ..net.checksum import ChecksumEngine, ChecksumResult
 from ..net.frame import FrameWord, WORD_BYTES
 from ..tls.tx import TlsTxCommand, TlsTxHost, BUFFER_WORDS as TLS_BUFFER_WORDS
 from ..tls.rx import TlsRxControl
-from tlsnic.abi import TlsStaticParams, TlsProgressParams, TlsRxResyncParams, layout_bytes
 from .dma import DmaReadPort, DmaWritePort, read_entry, write_entry
 
 __all__ = ["TxFrameMeta", "TxEngine"]

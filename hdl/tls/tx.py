@@ -65,7 +65,7 @@ from tlsnic.abi import (TxOpcode, TxStatus, TlsCipher, TlsVersion, TlsStaticPara
 from ..crypto.gcm import Chunk, GcmEngine, GcmState, Kind
 from ..host.dma import DmaReadWord, DmaWritePort, write_entry
 from ..net.frame import FrameWord, WORD_BYTES
-from ..net.tcp_parse import TcpInfo, TcpParser, TCP_WINDOW_WORDS
+from ..net.tcp_parse import TcpParser, TCP_WINDOW_WORDS
 from .merge import CryptoMerge, MergeWord
 from .walk import RecordStep, cipher_path, feed_gcm, word_lanes
 from .tx_context import (TxContext, TxRecord, HEADER_LEN, NONCE_LEN, TAG_LEN, record_length,
@@ -81,7 +81,6 @@ BUFFER_WORDS = WORD_FIFO_DEPTH + MERGE_FIFO_DEPTH + 4
 #: Largest number of tags one frame or DUMP can log: a MAX_FRAME of the
 #: smallest TLS 1.3 records (22 bytes on the wire).
 MAX_TAGS = 512
-STATIC_WORDS = layout_bytes(TlsStaticParams) // WORD_BYTES
 PARAMS_BITS = layout_bytes(TlsStaticParams) * 8
 
 
@@ -195,14 +194,10 @@ class TlsTx(wiring.Component):
         cmd = Signal(TlsTxCommand)
         ctx = Signal(TxContext)         # the entry as read; written back on commit
         rec = Signal(TxRecord)          # the walker's record, committed on success
-        info = Signal(TcpInfo)
         status = Signal(TxStatus)
-        tagged = Signal()               # a PACKET with a tag that names a live context
         walk = Signal()                 # the walker follows records (else words pass as they are)
-        pure = Signal()                 # tagged PACKET without payload: sent as it is
         flow_checked = Signal()         # tag and port were good: a short frame is BAD_FLOW
         is_packet = Signal()
-        is_dump = Signal()
         first_byte = Signal(range(TCP_WINDOW_WORDS * WORD_BYTES * 2))
         end_byte = Signal(17)
         pos = Signal(17)                # frame byte offset of the current word
@@ -357,9 +352,8 @@ class TlsTx(wiring.Component):
                         in_engine.eq(0), state_taken.eq(0), save_issued.eq(0), got_state.eq(0),
                         tags_expected.eq(0), tags_received.eq(0), log_count.eq(0),
                         log_first_set.eq(0), tag_begun.eq(0), skip_first_tag.eq(0),
-                        walk.eq(0), pure.eq(0), tagged.eq(0), flow_checked.eq(0),
+                        walk.eq(0), flow_checked.eq(0),
                         is_packet.eq(c.opcode == TxOpcode.PACKET),
-                        is_dump.eq(c.opcode == TxOpcode.DUMP),
                         status.eq(TxStatus.OK),
                     ]
                     # Out-of-range tags read entry 0 (never in use).
@@ -382,7 +376,6 @@ class TlsTx(wiring.Component):
                 m.d.comb += parser.info.ready.eq(1)
                 with m.If(parser.info.valid):
                     p = parser.info.payload
-                    m.d.sync += info.eq(p)
                     with m.If(cmd.opcode == TxOpcode.PACKET):
                         m.d.sync += [first_byte.eq(p.payload_start), end_byte.eq(p.payload_end)]
                         flow_ok = (p.is_tcp & (p.ipv6 == ctx.ipv6)
@@ -397,11 +390,11 @@ class TlsTx(wiring.Component):
                         with m.Elif(cmd.port != ctx.port):
                             m.d.sync += status.eq(TxStatus.WRONG_PORT)
                         with m.Else():
-                            m.d.sync += [tagged.eq(1), flow_checked.eq(1)]
+                            m.d.sync += flow_checked.eq(1)
                             with m.If(~flow_ok):
                                 m.d.sync += status.eq(TxStatus.BAD_FLOW)
                             with m.Elif(p.payload_start == p.payload_end):
-                                m.d.sync += pure.eq(1)
+                                pass    # no payload (a pure ACK): the frame goes out as it is
                             with m.Elif(ctx.failed):
                                 m.d.sync += status.eq(TxStatus.CONTEXT_FAILED)
                             with m.Elif(p.seq != ctx.next_seq):
