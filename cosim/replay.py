@@ -498,6 +498,9 @@ def _rx_result(rxd):
         "hw_decrypted": sum(r.path == PATH_NIC for r in sock.records),
         "sw_decrypted": sum(r.path != PATH_NIC for r in sock.records),
         "resyncs": rxd.counts.get("rx_tls_resync_ok", 0),
+        # Record by record, in order: "nic" (the card decrypted it whole), "sw"
+        # (from ciphertext) or "recrypt" (partly decrypted, recrypted first).
+        "paths": [r.path for r in sock.records],
         "mismatches": mismatches, "frames": rxd.frames, "mode": sock.mode,
         "errors": [e.reason if e.number is None else f"record {e.number}: {e.reason}"
                    for e in errors],
@@ -680,6 +683,21 @@ def report(replay, results):
     return {"connections": out, "mismatches": total}
 
 
+_PATH_WORDS = {"nic": "card", "sw": "software", "recrypt": "recrypted + software"}
+
+
+def _runs(paths):
+    """``["nic", "nic", "sw", "nic"]`` -> ``"0-1 card, 2 software, 3 card"`` (records
+    counted from the first under application keys)."""
+    out, start = [], 0
+    for i in range(1, len(paths) + 1):
+        if i == len(paths) or paths[i] != paths[start]:
+            span = f"{start}" if i - 1 == start else f"{start}-{i - 1}"
+            out.append(f"{span} {_PATH_WORDS.get(paths[start], paths[start])}")
+            start = i
+    return ", ".join(out)
+
+
 def format_report(replay, results, rep, *, sim, seconds):
     """The readable table: a block per connection, a row per direction."""
     cap = replay.capture
@@ -716,6 +734,8 @@ def format_report(replay, results, rep, *, sim, seconds):
             if received and received["mode"] != "ifnet":
                 lines.append(f"      RX: software session ({received['mode']}): the card gave "
                              f"no receive context")
+            if received and received.get("paths"):
+                lines.append(f"      RX by record: {_runs(received['paths'])}")
             for error in (received or {}).get("errors", []):
                 lines.append(f"      RX error: {error}")
             if got.get("first_mismatch"):

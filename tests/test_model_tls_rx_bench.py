@@ -44,7 +44,7 @@ def test_figures_hang_together(loss, records):
 
 def test_cli_json(capsys):
     import json
-    assert main(["--records", "3", "--json"]) == 0
+    assert main(["--sim", "model", "--records", "3", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["loss"]) == {"0.001", "0.01", "0.05"}
     assert report["bits_per_clock_in_order"] is None

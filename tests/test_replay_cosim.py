@@ -2,12 +2,13 @@
 
 TX: the card's Verilog must put on the wire exactly the captured bytes, with
 the same driver activity as the model (the results are compared whole: the
-segments, frames, mismatches, resync and re-DMA counts). RX: every record
-must reach the reader as the independent decryption says; a card without
-the TLS receive engine gives software sessions, which the report shows, and
-once it has one the results must equal the model's.
+segments, frames, mismatches, resync and re-DMA counts). RX: the card with the
+TLS receive engine decrypts inline; every record must reach the reader as the
+independent decryption says, and each record's outcome (decrypted by the card,
+finished in software, resyncs) must be the model's.
 
-One simulation runs the whole batch (both directions of every fixture).
+One simulation runs the whole batch (both directions of every fixture) on the
+card with the TLS receive engine, the build ``test_tls_rx_cosim.py`` uses.
 """
 
 import json
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tlsnic.cosim.cocotb_scenarios import run_on_gateware
-from tlsnic.cosim.replay import report, run
+from tlsnic.cosim.replay import RX_CONTEXTS, report, run
 
 pytestmark = pytest.mark.cosim
 
@@ -36,7 +37,7 @@ def gateware():
     for name, expected in EXPECTED.items():
         batch.append((f"{name}/tx", "tls_replay_tx", _files(expected)))
         batch.append((f"{name}/rx", "tls_replay_rx", _files(expected)))
-    return run_on_gateware(batch, tag="replay_test")
+    return run_on_gateware(batch, rx_contexts=RX_CONTEXTS, tag="replay_test")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -50,11 +51,17 @@ def test_fixture_on_the_gateware(gateware, name):
     assert tx["directions"] == model["tx"]["directions"]
     rep = report(replay, {"tx": tx, "rx": rx})
     assert rep["mismatches"] == 0
-    for got in rx["directions"].values():
-        assert got["records"] == got["expected"] and got["mismatches"] == 0
+    for key, got in rx["directions"].items():
+        assert got["mode"] == "ifnet", key
+        assert got["records"] == got["expected"] == got["hw_decrypted"] + got["sw_decrypted"]
+        assert got["mismatches"] == 0
         assert all("KeyUpdate" in error for error in got["errors"])       # no rekey in kTLS
-        if got["mode"] == "ifnet":
-            assert rx["directions"] == model["rx"]["directions"]
+    assert rx["directions"] == model["rx"]["directions"]
+    server_rx = rx["directions"]["0/server"]
+    if "impairments" in expected:
+        assert server_rx["resyncs"] >= 1 and server_rx["hw_decrypted"] >= 1
+    else:
+        assert server_rx["hw_decrypted"] == server_rx["records"]
     for conn, want in zip(rep["connections"], expected["report"]["connections"]):
         assert [d["tx_exact"] for d in conn["directions"]] == [
             d["tx_exact"] for d in want["directions"]]

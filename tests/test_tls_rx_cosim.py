@@ -102,3 +102,19 @@ def test_gateware_matches_model_on_its_card(name):
                           rx_contexts=scenarios_tls_rx.RX_CONTEXTS.get(name, 256),
                           tag=f"tls_rx_{name}")[name]
     _compare(name, got, scenarios_tls_rx.run_on_model(name))
+
+
+def test_bench_loss_run_matches_model():
+    """``tlsnic bench rx`` on the gateware: a short lossy run gives the model's
+    figures exactly (same seeded losses, same resyncs, same records by card and
+    software); the in-order runs decrypt with a context and pass without one."""
+    from tlsnic.cosim import bench_tls_rx
+    kwargs = {"records": 12, "seed": 7, "mss": 1448, "loss_rates": (0.05,)}   # seed 7 loses a header
+    got = bench_tls_rx.run_gateware(in_order_records=2, **kwargs)
+    want = bench_tls_rx.run(**kwargs)
+    for loss, figures in got["loss"].items():
+        assert figures.pop("cycles") > 0
+        assert figures == want["loss"][loss]
+    assert figures["card"]["rx_tls_resync_ok"] > 0 and figures["records_to_resume"]["header"]["losses"]
+    for suite, f in got["in_order"].items():
+        assert f["tls"]["decrypted_bytes"] > 0 and f["plain"]["decrypted_bytes"] == 0, suite

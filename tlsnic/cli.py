@@ -5,7 +5,7 @@
     tlsnic sim   [--sim model|verilator|icarus] [--scenario NAME ...] [--waves] [--list]
     tlsnic bench plain [--json] [--sim verilator|icarus]
     tlsnic bench tx    [--json] [--sim model|verilator] [--records N] [--seed S] [--mss N]
-    tlsnic bench rx    [--json] [--records N] [--seed S] [--mss N]
+    tlsnic bench rx    [--json] [--sim verilator|model] [--records N] [--seed S] [--mss N]
     tlsnic bench gcm   [--json]
     tlsnic synth --core gcm [--json]
     tlsnic synth --board NAME|list [--json OUT] [--out DIR] [--core-mhz F] [--seed N]
@@ -75,7 +75,8 @@ def _cmd_bench(args):
         return bench_tls_tx.main(args.extra + ["--sim", sim] + (["--json"] if args.json else []))
     if args.what == "rx":
         from .cosim import bench_tls_rx
-        return bench_tls_rx.main(args.extra + (["--json"] if args.json else []))
+        sim = "verilator" if args.sim == "default" else args.sim
+        return bench_tls_rx.main(args.extra + ["--sim", sim] + (["--json"] if args.json else []))
     if args.sim == "model":
         print(f"tlsnic bench {args.what}: measures the gateware; --sim model is for `bench tx`",
               file=sys.stderr)
