@@ -94,10 +94,9 @@ def test_gateware_matches_model_under_backpressure(key, card_stressed):
     _compare(key, card_stressed[key], _model(key))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", OTHER_CARDS)
 def test_gateware_matches_model_on_its_card(name):
-    """Slow: each of these builds a card of its own (ports, receive contexts)."""
+    """Each of these builds a card of its own (ports, receive contexts)."""
     got = run_on_gateware([(name, name, {})], ports=scenarios_tls_rx.MULTI_PORT.get(name, 1),
                           rx_contexts=scenarios_tls_rx.RX_CONTEXTS.get(name, 256),
                           tag=f"tls_rx_{name}")[name]

@@ -83,13 +83,9 @@ def test_gateware_matches_model_under_backpressure(key, default_card_stressed):
     _compare(key, name, params, default_card_stressed[key])
 
 
-# The 2-port card is built for the plain cosim tests anyway; the 2-context
-# card is a Verilator build of its own (~5 min on 2 cores) for one scenario
-# whose logic is the driver's fallback, so it runs with the slow tests to keep
-# `make test` inside CI's half hour.
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.slow) if name in TX_CONTEXTS else name
-    for name in OTHER_CARDS])
+# Each of these is a Verilator build of its own (about a minute since the
+# models expose only their ports, see cosim/runner.py).
+@pytest.mark.parametrize("name", OTHER_CARDS)
 def test_gateware_matches_model_on_its_card(name):
     got = run_on_gateware([(name, name, {})], ports=MULTI_PORT.get(name, 1),
                           tx_contexts=TX_CONTEXTS.get(name, 256), tag=f"tls_tx_{name}")[name]
