@@ -138,4 +138,4 @@ class TB:
 
     async def cycles(self):
         """Cycles simulated so far."""
-        return cocotb.utils.get_sim_time("ns") // CLOCK_NS
+        return int(cocotb.utils.get_sim_time("ns") // CLOCK_NS)
