@@ -49,6 +49,7 @@ time, a 2 ms budget per frame at the PHY), never a hang.
 import json
 import logging
 import os
+import random
 import sys
 import warnings
 import zlib
@@ -61,10 +62,9 @@ from cocotb.triggers import ClockCycles, Timer, with_timeout
 from cocotbext.eth import GmiiFrame, RgmiiPhy
 
 from board_phy_model import PREAMBLE, wire_bytes
-from tlsnic.cosim import scenarios, scenarios_tls_rx_card, scenarios_tls_tx
+from tlsnic.cosim import scenarios, scenarios_tls_rx_card, scenarios_tls_tx, traffic
 from tlsnic.cosim.cocotb_uart import CocotbUartTransport
 from tlsnic.cosim.wire_api import Wire
-from tlsnic.driver.device import Device
 from tlsnic.driver.serial_bus import SerialBus
 from tlsnic.hdl.board.mac import MacCounter
 from tlsnic.link import BoardReg
@@ -224,8 +224,7 @@ async def board_bad_fcs(dev, wire):
     """Board only: a frame with a bad FCS, a runt (40 bytes, good FCS), then a
     good frame, from the PHY. Only the good one may reach the host."""
     await dev.open(**RX_OPEN)
-    rng = __import__("random").Random(5)
-    from tlsnic.cosim import traffic
+    rng = random.Random(5)
     bad, good = traffic.build("ipv4", "udp", 100, None, rng), traffic.build("ipv4", "tcp", 90, None, rng)
     runt = good[:40]
     await wire.send_raw(wire_bytes(bad, good_fcs=False))
@@ -357,7 +356,6 @@ def test_batch_covers_the_issue():
 @on_board
 @pytest.mark.parametrize("key", ["plain_1000", "plain_100"])
 def test_plain_frames_both_ways(board_results, key):
-    from tlsnic.cosim import traffic
     got = _result(board_results, key)
     _check_model(key, got)
     wire = [bytes.fromhex(f) for f in got["wire"]["0"]]
