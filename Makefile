@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Parallel pytest workers: one per core by default.
 JOBS   ?= auto
 
-.PHONY: all demo test test-fast bench venv clean
+.PHONY: all demo test test-fast test-board bench venv clean
 
 all: test
 
@@ -28,6 +28,11 @@ test: $(STAMP)
 # The pure-Python tests only (no simulator build).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not cosim and not slow"
+
+# The board top under cocotb (RGMII PHY and UART models, TLS both ways):
+# its own Verilator build of the whole board, so it is marked slow.
+test-board: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests/test_board_cosim.py
 
 bench: $(STAMP)
 	$(BIN)/tlsnic bench plain --json

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-__all__ = ["BUILD_ROOT", "source_hash", "Design", "nic_design", "export_verilog"]
+__all__ = ["BUILD_ROOT", "source_hash", "Design", "nic_design", "board_design", "export_verilog"]
 
 _REPO = Path(__file__).resolve().parent.parent
 #: Everything generated goes below here (ignored by git).
@@ -72,6 +72,18 @@ def nic_design(*, ports=1, tx_contexts=256, rx_contexts=0):
     parameter is left out of the key then, so those builds stay cached)."""
     params = {"rx_contexts": rx_contexts} if rx_contexts else {}
     return Design("tlsnic.hdl.top:make_nic", "nic", ports=ports, tx_contexts=tx_contexts, **params)
+
+
+def board_design(board="ecpix5-85", *, divisor=4, link_idle=640, rx_contexts=256):
+    """The board top for simulation (:class:`tlsnic.hdl.board.sim.SimBoardTop`):
+    the PLL's clocks and lock from the testbench, behavioural DDR registers,
+    everything else as synthesized. ``divisor`` is the UART's clocks per bit
+    (4, the bridge's minimum, is 31.25 Mbaud at 125 MHz) and ``link_idle`` the
+    bridge's quiet time in core clocks. ``rx_contexts`` gives the card the
+    TLS receive engine (the synthesized boards leave it out by default)."""
+    nic = {"rx_contexts": rx_contexts} if rx_contexts else {}
+    return Design("tlsnic.hdl.board.sim:make_sim_board", "board", board=board, divisor=divisor,
+                  link_idle=link_idle, nic=nic)
 
 
 def export_verilog(design):

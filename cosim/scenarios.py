@@ -331,14 +331,17 @@ async def rx_backpressure(dev, wire, *, count=20, rx_log=4, rxcq_log=2, seed=9):
 # --- both directions -----------------------------------------------------------------
 
 async def loopback(dev, wire, *, count=40, tx_log=2, rx_log=2, burst=None, use_irq=True,
-                   offload=True, start_index=0, seed=10):
+                   offload=True, start_index=0, seed=10, rx_buf_size=MAX_FRAME):
     """Frames sent, taken off the wire, fed back in and received, in bursts.
 
     With small rings and ``count`` several times the ring size this is the ring
     wrap test: indices, slots and phase bits go round both rings many times;
-    ``start_index`` near 2**16 adds the wrap of the 16-bit indices.
+    ``start_index`` near 2**16 adds the wrap of the 16-bit indices. Frames are
+    at most 1,518 bytes, so ``rx_buf_size`` down to that is enough (the board
+    top's host memory is small).
     """
-    await dev.open(tx_log=tx_log, rx_log=rx_log, use_irq=use_irq, start_index=start_index)
+    await dev.open(tx_log=tx_log, rx_log=rx_log, use_irq=use_irq, start_index=start_index,
+                   rx_buf_size=rx_buf_size)
     rng = random.Random(seed)
     burst = burst or (1 << min(tx_log, rx_log))
     sent, completions, wire_frames, rx = [], [], [], []

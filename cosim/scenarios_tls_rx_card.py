@@ -149,9 +149,12 @@ class _Run:
 # --- scenarios -----------------------------------------------------------------------
 
 async def tls_rx_card_stream(dev, wire, *, version="1.3", cipher="AES-128-GCM", mss=1448,
-                             sizes=(0, 1, 15, 16, 17, 1447, 1448, 16384, 5), v6=False, vlan=None):
-    """In-order records of every size (one of 16 KB) across the seq wrap: all decrypted."""
-    await dev.open(tx_log=3, rx_log=5)
+                             sizes=(0, 1, 15, 16, 17, 1447, 1448, 16384, 5), v6=False, vlan=None,
+                             open_args=None):
+    """In-order records of every size (one of 16 KB) across the seq wrap: all
+    decrypted. ``open_args`` replace the ring sizes (:meth:`Device.open`
+    arguments), for a card with little host memory (the board top)."""
+    await dev.open(**(open_args or {"tx_log": 3, "rx_log": 5}))
     run = _Run(dev, wire)
     flow = Flow(0, version, cipher, sizes, v6=v6, vlan=vlan, number=5, mss=mss)
     await run.control(TxOpcode.RX_SET_STATIC, 1, flow.static())

@@ -23,7 +23,7 @@ import asyncio
 import itertools
 
 from .scenarios import run_scenario
-from tlsnic.abi import TlsProgressParams, TxOpcode, TxStatus, pack
+from tlsnic.abi import MAX_FRAME, TlsProgressParams, TxOpcode, TxStatus, pack
 from tlsnic.driver.ktls import KtlsDriver, KtlsSocket
 from tlsnic.driver.tcp import TcpFlow
 
@@ -72,8 +72,8 @@ class _WireLog:
         self.frames[str(port)] += [(await self.wire.recv(port)).hex() for _ in range(sent)]
 
 
-async def _open(dev, *, strategy="dump", tx_log=8, **driver):
-    await dev.open(tx_log=tx_log, rx_log=2)
+async def _open(dev, *, strategy="dump", tx_log=8, rx_log=2, rx_buf_size=MAX_FRAME, **driver):
+    await dev.open(tx_log=tx_log, rx_log=rx_log, rx_buf_size=rx_buf_size)
     return KtlsDriver(dev, strategy=strategy, seed=11, **driver)
 
 
@@ -128,10 +128,14 @@ async def _recover(sock, budget=200):
 # --- the stream path -----------------------------------------------------------------
 
 async def tls_tx_stream(dev, wire, *, version="1.2", cipher="AES-128-GCM", mss=1448,
-                        sizes=(0, 1, 15, 16, 17, 1447, 1448, 16384), iss=0xFFFF_F000):
+                        sizes=(0, 1, 15, 16, 17, 1447, 1448, 16384), iss=0xFFFF_F000,
+                        open_args=None):
     """In-order records of every size (one of 16 KB), across a seq wrap, then a
-    pure ACK on the tag: only the stream path."""
-    ktls = await _open(dev)
+    pure ACK on the tag: only the stream path. ``open_args`` (ring sizes, RX
+    buffer size, driver options for :func:`_open`) shrink the host memory it
+    needs, for a card whose host memory is small and slow to fill (the board
+    top over its UART)."""
+    ktls = await _open(dev, **(open_args or {}))
     flows = []
     sock = await _socket(ktls, flows, version=version, cipher=cipher, mss=mss, iss=iss, rec_seq=3)
     _write(sock, flows[0], sizes, fill=0)

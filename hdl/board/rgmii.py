@@ -222,10 +222,16 @@ class RgmiiPins(wiring.Component):
     tx_clk_domain : str
         Domain of the ``TX_CLK`` pin's register: ``tx_domain`` when the PHY
         adds the transmit delay, a 90° shifted 125 MHz domain otherwise.
+    ddr_buffer : type
+        The DDR register component, :class:`amaranth.lib.io.DDRBuffer` (the
+        platform's primitive) unless a simulation top substitutes a
+        behavioural one (:class:`tlsnic.hdl.board.sim.SimDDRBuffer`).
     """
 
-    def __init__(self, pins, *, rx_domain="rgmii_rx", tx_domain="rgmii_tx", tx_clk_domain=None):
+    def __init__(self, pins, *, rx_domain="rgmii_rx", tx_domain="rgmii_tx", tx_clk_domain=None,
+                 ddr_buffer=io.DDRBuffer):
         self._pins = pins
+        self._ddr = ddr_buffer
         self._rx_domain = rx_domain
         self._tx_domain = tx_domain
         self._tx_clk_domain = tx_clk_domain or tx_domain
@@ -247,11 +253,11 @@ class RgmiiPins(wiring.Component):
         m.submodules.rx_clk = rx_clk = io.Buffer("i", self._pin("rx_clk"))
         m.d.comb += self.rx_clk.eq(rx_clk.i)
         bufs = {
-            "rxd": io.DDRBuffer("i", self._pin("rx_data"), i_domain=self._rx_domain),
-            "rxc": io.DDRBuffer("i", self._pin("rx_ctl", "rx_ctrl"), i_domain=self._rx_domain),
-            "txd": io.DDRBuffer("o", self._pin("tx_data"), o_domain=self._tx_domain),
-            "txc": io.DDRBuffer("o", self._pin("tx_ctl", "tx_ctrl"), o_domain=self._tx_domain),
-            "txk": io.DDRBuffer("o", self._pin("tx_clk"), o_domain=self._tx_clk_domain),
+            "rxd": self._ddr("i", self._pin("rx_data"), i_domain=self._rx_domain),
+            "rxc": self._ddr("i", self._pin("rx_ctl", "rx_ctrl"), i_domain=self._rx_domain),
+            "txd": self._ddr("o", self._pin("tx_data"), o_domain=self._tx_domain),
+            "txc": self._ddr("o", self._pin("tx_ctl", "tx_ctrl"), o_domain=self._tx_domain),
+            "txk": self._ddr("o", self._pin("tx_clk"), o_domain=self._tx_clk_domain),
         }
         for name, buf in bufs.items():
             m.submodules[name] = buf

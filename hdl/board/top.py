@@ -98,15 +98,30 @@ class BoardTop(Elaboratable):
         Core clock target (``sync``), default the board's.
     window_base : int
         DMA address of the host-memory window.
+    baud : int
+        Host-link baud rate, default the board's.
+    link_idle_s : float
+        The host link bridge's quiet time (:data:`LINK_IDLE_S`).
+
+    Everything that touches the FPGA (pins, the PLL, clock constraints, the
+    DDR register type) goes through the platform hooks ``_clock_tree``,
+    ``_uart_pins``, ``_eth_pins``, ``_constrain`` and :attr:`ddr_buffer`;
+    :class:`tlsnic.hdl.board.sim.SimBoardTop` overrides only those to run the
+    rest, unchanged, under Verilator.
     """
 
+    #: DDR register component of the RGMII pins (ECP5: ``IDDRX1F``/``ODDRX1F``).
+    ddr_buffer = io.DDRBuffer
+
     def __init__(self, board=DEFAULT_BOARD, *, nic=None, core_mhz=None,
-                 window_base=0x1_0000_0000):
+                 window_base=0x1_0000_0000, baud=None, link_idle_s=LINK_IDLE_S):
         self.board = board
         self.spec = BOARDS[board]
         self.core_mhz = core_mhz or self.spec.core_mhz
         self.nic_params = {**self.spec.nic, **(nic or {}), "ports": self.spec.eth_ports}
         self.window_base = window_base
+        self.baud = baud or self.spec.baud
+        self.link_idle_s = link_idle_s
 
     def pll_outputs(self):
         outs = [PllOutput("sync", self.core_mhz * 1e6), PllOutput("rgmii_tx", RGMII_FREQ)]
@@ -119,28 +134,24 @@ class BoardTop(Elaboratable):
         spec = self.spec
 
         # ---- clocks and resets ----
-        clk_res = platform.lookup(spec.clk)
-        m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(spec.clk, dir="-"))
-        m.submodules.rst_buf = rst_buf = io.Buffer("i", platform.request(spec.rst, dir="-"))
-        pll_cfg = solve_pll(clk_res.clock.frequency, self.pll_outputs())
-        m.submodules.pll = pll = Ecp5Pll(pll_cfg, clk_buf.i)
-        hold = ~pll.locked | rst_buf.i
-        for i, out in enumerate(pll_cfg.outputs):
+        outputs = self.pll_outputs()
+        for out in outputs:
             m.domains += ClockDomain(out.domain)
+        hold, freqs = self._clock_tree(m, platform, outputs)
+        for out in outputs:
             m.submodules[f"rs_{out.domain}"] = cdc.ResetSynchronizer(hold, domain=out.domain)
-            platform.add_clock_constraint(pll.clocks[out.domain], pll_cfg.achieved(i))
-        f_sync = pll_cfg.achieved(0)
+        f_sync = freqs["sync"]
 
         # ---- the NIC, its host memory and the host link ----
         m.submodules.nic = nic = Nic(**self.nic_params)
         m.submodules.window = window = WindowRam(base=self.window_base, size=spec.window_size)
-        divisor = round(f_sync / spec.baud)
+        divisor = round(f_sync / self.baud)
         m.submodules.bridge = bridge = UartBridge(
-            divisor=divisor, window_size=spec.window_size, idle=round(LINK_IDLE_S * f_sync))
+            divisor=divisor, window_size=spec.window_size, idle=round(self.link_idle_s * f_sync))
         wiring.connect(m, bridge.csr, nic.csr)
         wiring.connect(m, bridge.mem, window.bridge)
         wiring.connect(m, nic.dma, window.axi)
-        uart = platform.request("uart", 0, dir="-")
+        uart = self._uart_pins(m, platform)
         m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
         m.d.comb += [bridge.rx.eq(uart_rx.i), uart_tx.o.eq(bridge.tx)]
@@ -157,14 +168,15 @@ class BoardTop(Elaboratable):
         speed_mode = Signal(2)
         statuses, macs = [], []
         for p in range(spec.eth_ports):
-            pins = platform.request("eth_rgmii", p, dir="-")
+            pins = self._eth_pins(m, platform, p)
             rxd = f"rgmii_rx{p}"
             m.domains += ClockDomain(rxd)
             rgmii = RgmiiPins(pins, rx_domain=rxd, tx_domain="rgmii_tx",
-                              tx_clk_domain="rgmii_tx90" if spec.tx_clk_shift else "rgmii_tx")
+                              tx_clk_domain="rgmii_tx90" if spec.tx_clk_shift else "rgmii_tx",
+                              ddr_buffer=self.ddr_buffer)
             m.submodules[f"rgmii_pins{p}"] = rgmii
             m.d.comb += ClockSignal(rxd).eq(rgmii.rx_clk)
-            platform.add_clock_constraint(rgmii.rx_clk, RGMII_FREQ)
+            self._constrain(platform, rgmii.rx_clk, RGMII_FREQ)
             m.submodules[f"rs_{rxd}"] = cdc.ResetSynchronizer(hold, domain=rxd)
             m.submodules[f"phy_rst{p}"] = phy_rst_buf = io.Buffer("o", pins.rst)
             m.d.comb += phy_rst_buf.o.eq(phy_rst)
@@ -236,3 +248,31 @@ class BoardTop(Elaboratable):
             with m.Default():
                 m.d.comb += reg.rdata.eq(0)
         return m
+
+    # ---- platform hooks (overridden by sim.SimBoardTop) ----
+
+    def _clock_tree(self, m, platform, outputs):
+        """Drive the ``ClockSignal`` of each of ``outputs`` (the PLL's); return
+        the condition that holds every domain in reset and ``{domain: Hz}``."""
+        spec = self.spec
+        clk_res = platform.lookup(spec.clk)
+        m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(spec.clk, dir="-"))
+        m.submodules.rst_buf = rst_buf = io.Buffer("i", platform.request(spec.rst, dir="-"))
+        pll_cfg = solve_pll(clk_res.clock.frequency, outputs)
+        m.submodules.pll = pll = Ecp5Pll(pll_cfg, clk_buf.i)
+        freqs = {}
+        for i, out in enumerate(pll_cfg.outputs):
+            freqs[out.domain] = pll_cfg.achieved(i)
+            self._constrain(platform, pll.clocks[out.domain], freqs[out.domain])
+        return ~pll.locked | rst_buf.i, freqs
+
+    def _uart_pins(self, m, platform):
+        """The host UART: an object with port-likes ``rx`` and ``tx``."""
+        return platform.request("uart", 0, dir="-")
+
+    def _eth_pins(self, m, platform, p):
+        """Port ``p``'s ``eth_rgmii`` resource (port-likes, see :class:`RgmiiPins`)."""
+        return platform.request("eth_rgmii", p, dir="-")
+
+    def _constrain(self, platform, clock, freq):
+        platform.add_clock_constraint(clock, freq)
