@@ -32,7 +32,7 @@ test-fast: $(STAMP)
 # The board top under cocotb (RGMII PHY and UART models, TLS both ways):
 # its own Verilator build of the whole board, so it is marked slow.
 test-board: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow tests/test_board_cosim.py
+	$(BIN)/python -m pytest -q tests/test_board_cosim.py
 
 bench: $(STAMP)
 	$(BIN)/tlsnic bench plain --json

@@ -34,14 +34,13 @@ same scenario (frames the model sends or receives padded to the 60 bytes an
 Ethernet wire carries), and the MAC's counters (read over the UART) must
 account for every frame.
 
-Marked ``cosim`` and ``slow``: the whole board is a Verilator build of its
-own (no other test shares it). Measured on the shared 2-core machine under
-load (load average 7-9, everything at ``nice 19``), 2026-11-22: Verilog export
-~1.5 min, Verilator build 3.7 min, the batch 1.4 min (~20 k cycles/s; the five
-scenarios take 12-18 s each, nearly all of it UART traffic), so about 6.5 min
-from clean and 1.4 min once built; more than the ~3 minutes a test may add
-to the default ``make test``. Run it with ``make test-board`` (or
-``pytest -m slow tests/test_board_cosim.py``). A scenario that goes wrong
+Marked ``cosim`` (in the default ``make test``): the whole board is a
+Verilator build of its own (no other test shares it). Measured 2026-11-22 on
+the 2-core machine with other jobs at low priority: 3 min 43 s from clean
+(Verilog export, Verilator build, the batch of five scenarios at ~20 k
+cycles/s, 12-18 s each, nearly all of it UART traffic), 4 min of CPU; about
+1.4 min once built. ``make test-board`` runs this file alone.
+A scenario that goes wrong
 ends in a bounded wait (``SerialBus`` interrupt timeout 20 ms of simulated
 time, a 2 ms budget per frame at the PHY), never a hang.
 """
@@ -271,7 +270,7 @@ async def board_batch(dut):
 
 #: Every test that needs the simulation (the batch check below does not).
 def on_board(test):
-    return pytest.mark.cosim(pytest.mark.slow(test))
+    return pytest.mark.cosim(test)
 
 
 @pytest.fixture(scope="module")
