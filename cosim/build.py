@@ -10,11 +10,13 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 from pathlib import Path
 
 from amaranth.back import verilog
 
-__all__ = ["BUILD_ROOT", "source_hash", "Design", "nic_design", "board_design", "export_verilog"]
+__all__ = ["BUILD_ROOT", "source_hash", "Design", "nic_design", "board_design", "export_verilog",
+           "for_icarus"]
 
 _REPO = Path(__file__).resolve().parent.parent
 #: Everything generated goes below here (ignored by git).
@@ -95,4 +97,42 @@ def export_verilog(design):
         tmp = out.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(out)  # atomic: parallel test workers may race here
+    return out
+
+
+#: ``always @*`` whose body is one constant assignment, as Yosys writes it for
+#: the constant bits of a signal whose other bits come from a process
+#: (``always @*\n    entry[6] = 1'h0;``).
+_CONSTANT_ALWAYS = re.compile(r"^(\s*)always @\*\n(\s*[^\n;]+ = \d+'[bh][0-9a-fA-F_]+;\n)", re.M)
+
+
+def icarus_fixups(text):
+    """Amaranth's Verilog made fit for Icarus; returns ``(text, count)``.
+
+    A combinational ``always @*`` block runs only when a signal it reads
+    changes. Yosys writes the constant bits of a partly constant signal as
+    ``always @* x[6] = 1'h0;``: it reads nothing, so it never runs, and under
+    Icarus ``x[6]`` stays ``x`` for ever (Icarus warns "@* found no
+    sensitivities so it will never trigger"; Verilator, which does not
+    simulate events, evaluates it anyway and only lints ALWNEVER). TlsTx has
+    three of these (bits of its context-table entry and of its GCM chunk).
+    Each becomes ``initial``: the value is constant, so assigning it once at
+    time 0 is the same hardware. The other half of the Icarus problem (every
+    other ``always @*`` must run once at time 0) is not in the text but in
+    how it is compiled: see ``cosim.runner.ICARUS_ARGS``.
+    """
+    return _CONSTANT_ALWAYS.subn(r"\1initial\n\2", text)
+
+
+def for_icarus(verilog_file):
+    """The Icarus variant of an exported Verilog file (``<name>.icarus.v`` next
+    to it, see :func:`icarus_fixups`); derived from the cached export and
+    rewritten only when its text would change."""
+    verilog_file = Path(verilog_file)
+    out = verilog_file.with_suffix(".icarus.v")
+    text, _ = icarus_fixups(verilog_file.read_text())
+    if not out.exists() or out.read_text() != text:
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(text)
+        tmp.replace(out)
     return out

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from cocotb_tools.runner import get_runner
 
-from .build import BUILD_ROOT, export_verilog
+from .build import BUILD_ROOT, export_verilog, for_icarus
 
 __all__ = ["simulator", "waves_requested", "CocotbRun", "CocotbFailure"]
 
@@ -44,6 +44,21 @@ SIMULATORS = ("verilator", "icarus")
 #: Amaranth's Verilog has no `timescale; without one Icarus runs at 1 s
 #: precision and cannot represent the 8 ns clock.
 TIMESCALE = ("1ns", "1ps")
+
+#: Icarus compiles Amaranth's Verilog as Verilog-2005 (it comes after cocotb's
+#: ``-g2012``; the last ``-g`` wins). Yosys writes every combinational process
+#: as ``always @*`` that also reads a dummy ``reg \$auto$verilog_backend... = 0``,
+#: so that the declaration's assignment at time 0 makes each block run once
+#: (otherwise a block whose inputs sit still at their reset values, such as
+#: TlsTx's ``host__cmd__ready = (fsm_state == 0)``, is never evaluated and its
+#: output stays ``x``). That is Verilog-2005 behaviour. Under
+#: ``-g2012`` Icarus 11 follows SystemVerilog (IEEE 1800 6.8): a declaration's
+#: initial value is set before any process starts and makes no event, so no
+#: ``always @*`` runs at time 0. The card then sat with ``x`` on TlsTx's
+#: ready/valid outputs, TxEngine never got its verdict, and every wait ran into
+#: the driver's 2,000,000-cycle budget: simulated time did advance, but
+#: nothing is logged meanwhile, so the log looked stuck at 0.00 ns.
+ICARUS_ARGS = ["-g2005"]
 
 
 #: What the Verilator model exposes through VPI: ``"ports"`` (the top-level
@@ -146,7 +161,7 @@ class CocotbRun:
                 args += ["--trace-fst"] if _have_lz4() else []
                 args += ["--trace-structs"]
             return args
-        return []
+        return list(ICARUS_ARGS)
 
     def build(self):
         """Export Verilog and compile the simulator model, unless already cached."""
@@ -155,6 +170,8 @@ class CocotbRun:
         if self.sim == "verilator":
             _verilator_env()
         verilog_file = export_verilog(self.design)
+        if self.sim == "icarus":
+            verilog_file = for_icarus(verilog_file)
         runner = get_runner(self.sim)
         self.build_dir.mkdir(parents=True, exist_ok=True)
         if self.sim == "verilator" and PUBLIC == "ports":

@@ -71,10 +71,11 @@ def test_gateware_matches_model_under_backpressure(name, gateware_stressed):
     _compare(name, gateware_stressed[name])
 
 
-#: Known problem (found at the end of session 2): the card with its TLS
-#: transmit engine does not advance past time 0 under Icarus 11 (Verilator
-#: runs it; the plain card did run under Icarus). Until that is understood the
-#: Icarus checks are under the ``slow`` marker: ``pytest -m slow -k icarus``.
+#: Icarus checks, under the ``slow`` marker (``pytest -m slow -k icarus``):
+#: Icarus is an optional second simulator, and slower than Verilator.
+#: The card with TlsTx once seemed to hang at time 0 under Icarus: it was
+#: TlsTx's outputs stuck at ``x`` (see ``cosim.runner.ICARUS_ARGS`` and
+#: ``cosim.build.icarus_fixups``); both tests pass now.
 ICARUS_SUBSET = ("bring_up", "tx_bad_descriptors")
 ICARUS_SLOW_SUBSET = ("loopback", "rx_truncation")
 
