@@ -14,9 +14,10 @@ signal of the design public and writable through VPI. That keeps Verilator
 from optimising anything away: the card's C++ grows about fivefold (86 MB
 instead of 25 MB for the card with both TLS engines) and its compilation is
 most of a test run's time. The testbenches only touch the top-level ports,
-which Verilator keeps public anyway, so the flag is dropped (``PUBLIC``); give
-``TLSNIC_PUBLIC=all`` to get it back, e.g. to poke at internal signals from a
-cocotb test.
+so the flag is dropped and a ``public.vlt`` makes only the top module's own
+signals public (without it cocotb finds no root handle at all); give
+``TLSNIC_PUBLIC=all`` to get cocotb's default back, e.g. to poke at internal
+signals from a cocotb test.
 
 Builds are cached per simulator, per design hash and per waves setting, so a
 second run of an unchanged design starts the simulator at once.
@@ -64,6 +65,8 @@ ICARUS_ARGS = ["-g2005"]
 #: What the Verilator model exposes through VPI: ``"ports"`` (the top-level
 #: ports, all a testbench here uses) or ``"all"`` (cocotb's default).
 PUBLIC = os.environ.get("TLSNIC_PUBLIC", "ports")
+if PUBLIC not in ("ports", "all"):
+    raise ValueError(f"TLSNIC_PUBLIC={PUBLIC!r}: choose ports or all")
 
 
 def _ports_only(runner, top, build_dir):
