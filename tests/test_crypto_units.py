@@ -35,9 +35,11 @@ def test_aes_pipeline_mixed_keys():
     dut = AesPipeline(side_width=8)
     got = []
 
+    entered = {}        # tag -> the enabled edge that took it into the pipeline
+
     async def bench(ctx):
         pending = list(jobs)
-        cycle = 0
+        cycle = edges = 0
         while len(got) < len(jobs):
             en = rng.random() < 0.8
             ctx.set(dut.en, en)
@@ -50,17 +52,20 @@ def test_aes_pipeline_mixed_keys():
             else:
                 ctx.set(dut.side, 0)
             await ctx.tick()
+            edges += en
             if en and pending:
-                pending.pop(0)
+                entered[pending.pop(0)[4]] = edges
             side = ctx.get(dut.side_out)
             if en and side & 0x80 and cycle >= 0:
-                got.append((side & 0x7F, ctx.get(dut.ct).to_bytes(16, "little")))
+                got.append((side & 0x7F, ctx.get(dut.ct).to_bytes(16, "little"), edges))
             cycle += 1
             assert cycle < 200
 
     _run(dut, bench)
-    for tag, ct in got:
+    for tag, ct, edge in got:
         assert ct == jobs[tag][3], f"block {tag} (aes256={jobs[tag][0]})"
+        # Taken at one enabled edge, on ct after LATENCY - 1 more.
+        assert edge - entered[tag] == LATENCY - 1, f"block {tag}"
 
 
 def test_gf_mul_against_reference():

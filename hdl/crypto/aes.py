@@ -20,9 +20,23 @@ An S-box is an 8-input function per output bit: in LUT4 logic that is ~128 LUTs
 and 3-4 levels of logic per S-box, ~36 k LUT4 for 280 S-boxes. A registered
 256x8 ROM maps to one ECP5 EBR port instead, and each EBR has two ports, so one
 :class:`~amaranth.lib.memory.Memory` serves two S-boxes: 140 EBR for the whole
-cipher, and the EBR output register *is* the pipeline register of each round.
-A round is then: EBR read -> ShiftRows (wires) -> MixColumns and AddRoundKey
-(about two LUT levels) -> address of the next round's EBR.
+cipher.
+
+Why each round takes two cycles
+-------------------------------
+An EBR's clock-to-output is several times a flip-flop's, and the 140 EBRs
+sit in fixed rows across the die. With one cycle per round, one path held
+the EBR read, MixColumns and AddRoundKey and the wire to the next round's
+EBR address pins, and the pipeline placed at ~60 MHz with only 3.5 LUT
+levels in it. So each round is two register stages: the ROM read, then a
+register on the ROM's output; the EBR's clock-to-output has a cycle of its
+own, and the round logic starts from flip-flops. (Yosys maps every ROM with
+``REGMODE=NOREG`` and does not absorb the register into the EBR's own
+output register, so it is a fabric register next to the EBR.) The same
+cycle lets the key schedule's XORs of the earlier round keys be registered,
+so a round is: ROM output register -> ShiftRows (wires) -> MixColumns and
+AddRoundKey (two LUT levels) -> address of the next round's EBR. Latency
+29 instead of 15, still one block per clock.
 
 Byte order
 ----------
@@ -72,8 +86,8 @@ def _make_sbox():
 SBOX = _make_sbox()
 #: Round constants, ``RCON[i]`` for key-expansion step ``i`` (1-based).
 RCON = [0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x1B, 0x36, 0x6C, 0xD8, 0xAB, 0x4D]
-#: Stages: 14 rounds (each one EBR read) plus the output register.
-LATENCY = 15
+#: Register stages: 14 rounds of two (the EBR read, its output register) plus the output register.
+LATENCY = 29
 
 
 def aes_encrypt_ref(key: bytes, block: bytes) -> bytes:
@@ -141,23 +155,25 @@ class _SboxBank(wiring.Component):
 
 
 class AesPipeline(wiring.Component):
-    """AES-128/256 encryption, 14 round stages plus an output register.
+    """AES-128/256 encryption, 14 rounds of two register stages plus an output register.
 
     A block presented with ``en`` high appears on ``ct`` :data:`LATENCY` enabled
     cycles later, together with the ``side`` value given with it. ``en`` is a
     global stall: when low, nothing moves (the ROM ports hold their outputs).
-    AES-128 blocks finish at stage 10 and ride a 4-stage delay line so both key
-    sizes have the same latency and can be mixed freely.
+    AES-128 blocks finish at round 10 and ride an 8-register delay line so both
+    key sizes have the same latency and can be mixed freely.
 
     Parameters
     ----------
     side_width : int
         Width of the payload that travels alongside each block.
     en_width : int
-        Copies of the enable: stage ``r`` (1..14, 15 = output register) uses
-        ``en[(r - 1) * en_width // 15]``. All copies must carry the same value;
-        a user with ~8 k flip-flops on the enable gives each stage its own
-        register copy so no single net has to reach the whole pipeline.
+        Copies of the enable: register stage ``k`` (1..:data:`LATENCY`; round
+        ``r`` is stages ``2r - 1``, its ROM read, and ``2r``, the ROM output
+        register) uses ``en[(k - 1) * en_width // LATENCY]``. All copies must
+        carry the same value; a user with ~10 k flip-flops on the enable gives
+        each stage its own register copy so no single net has to reach the
+        whole pipeline.
 
     Members
     -------
@@ -188,82 +204,92 @@ class AesPipeline(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
-        def stage_en(r):
-            return self.en[(r - 1) * self.en_width // 15]
+        def stage_en(k):
+            return self.en[(k - 1) * self.en_width // LATENCY]
 
-        # Inputs to stage 1: what its ROMs read and what its registers hold.
+        # Inputs to round 1: what its ROMs read and what its registers hold.
         addr = self.pt ^ self.key[:128]          # AddRoundKey with rk0
         kaddr = self.key[96:128]                 # last word of rk0: SubWord for rk1 (AES-128)
         rkA_in, rkB_in = self.key[128:], self.key[:128]
         a256_in, side_in = self.aes256, self.side
-        d128 = []                                # AES-128 results waiting for stage 14
+        d128 = []                                # AES-128 results waiting for round 14
+
+        def delay(name, value, k, reset_less=True):
+            reg = Signal(len(Value.cast(value)), name=name, reset_less=reset_less)
+            with m.If(stage_en(k)):
+                m.d.sync += reg.eq(value)
+            return reg
 
         for r in range(1, 15):
-            en = stage_en(r)
+            k_rd, k_hold = 2 * r - 1, 2 * r
+            # Stage k_rd: the ROM reads; the registers beside them hold rkA =
+            # rk(r-2) and rkB = rk(r-1) (at round 1: key high half, rk0).
             data_sb = m.submodules[f"sb{r}"] = _SboxBank(16)
             key_sb = m.submodules[f"ksb{r}"] = _SboxBank(4)
-            m.d.comb += [data_sb.addr.eq(addr), data_sb.en.eq(en),
-                         key_sb.addr.eq(kaddr), key_sb.en.eq(en)]
-            # Registers of stage r (the ROM outputs are its other registers):
-            # rkA = rk(r-2), rkB = rk(r-1) (at stage 1: key high half, rk0).
-            rkA = Signal(128, name=f"rkA{r}", reset_less=True)
-            rkB = Signal(128, name=f"rkB{r}", reset_less=True)
-            a256 = Signal(name=f"a256_{r}", reset_less=True)
-            side = Signal(self.side_width, name=f"side{r}")
-            with m.If(en):
-                m.d.sync += [rkA.eq(rkA_in), rkB.eq(rkB_in), a256.eq(a256_in), side.eq(side_in)]
+            m.d.comb += [data_sb.addr.eq(addr), data_sb.en.eq(stage_en(k_rd)),
+                         key_sb.addr.eq(kaddr), key_sb.en.eq(stage_en(k_rd))]
+            rkA = delay(f"rkA{r}", rkA_in, k_rd)
+            rkB = delay(f"rkB{r}", rkB_in, k_rd)
+            a256 = delay(f"a256_{r}", a256_in, k_rd)
+            side = delay(f"side{r}", side_in, k_rd, reset_less=False)
 
-            # Round key r, from rk(r-1) (AES-128) or rk(r-2) (AES-256) and SubWord
-            # of rk(r-1)'s last word, which the key ROMs have just looked up.
-            t = key_sb.data
+            # Stage k_hold: the ROM outputs registered, and the prefix XORs of
+            # the base words of the key expansion (w_j = T ^ b_0 ^ ... ^ b_j,
+            # base rk(r-1) for AES-128, rk(r-2) for AES-256), which depend on
+            # registers only and so are computed during the ROM read.
+            sb_q = delay(f"sbq{r}", data_sb.data, k_hold)
+            t = delay(f"ksbq{r}", key_sb.data, k_hold)
+            base = Mux(a256, rkA, rkB)
+            pre = delay(f"rkpre{r}", Cat(*[_xor_words(base, j + 1) for j in range(4)]), k_hold)
+            rkB_h = delay(f"rkBh{r}", rkB, k_hold)
+            a256_h = delay(f"a256h{r}", a256, k_hold)
+            side_h = delay(f"sideh{r}", side, k_hold, reset_less=False)
+
+            # Round key r, from the prefix XORs and SubWord of rk(r-1)'s last
+            # word: one LUT4 per bit (two key ROM bits, the key size, the prefix).
             t_rot = Cat(t[8:32], t[:8])
             rc128 = RCON[r] if r <= 10 else 0
             rc256 = RCON[r // 2] if r % 2 == 0 else 0
             if r % 2 == 0:
-                T = Mux(a256, t_rot ^ rc256, t_rot ^ rc128)
+                T = Mux(a256_h, t_rot ^ rc256, t_rot ^ rc128)
             else:
-                T = Mux(a256, t, t_rot ^ rc128)
-            # w_j = T ^ b_0 ^ ... ^ b_j. The prefix XORs of the base words come
-            # from registers only, so the path from the key ROM's output (an
-            # EBR, slow to its output) is two XORs, not a chain of four.
-            base = Mux(a256, rkA, rkB)
-            pre = Signal(128, name=f"rkpre{r}")
-            m.d.comb += pre.eq(Cat(*[_xor_words(base, j + 1) for j in range(4)]))
+                T = Mux(a256_h, t, t_rot ^ rc128)
             w = [T ^ pre[32 * j:32 * j + 32] for j in range(4)]
             rk = Signal(128, name=f"rk{r}")
             if r == 1:
-                m.d.comb += rk.eq(Mux(a256, rkA, Cat(*w)))  # AES-256: rk1 is the key's high half
+                # AES-256: rk1 is the key's high half.
+                rkA_h = delay(f"rkAh{r}", rkA, k_hold)
+                m.d.comb += rk.eq(Mux(a256_h, rkA_h, Cat(*w)))
             else:
                 m.d.comb += rk.eq(Cat(*w))
 
-            sr = _shift_rows(_bytes(data_sb.data, 16))
+            sr = _shift_rows(_bytes(sb_q, 16))
             mixed = Cat(*_mix_columns(sr)) ^ rk
             last = Cat(*sr) ^ rk
             s = Signal(128, name=f"s{r}")
             if r < 10:
                 m.d.comb += s.eq(mixed)
             elif r == 10:
-                m.d.comb += s.eq(Mux(a256, mixed, last))
+                m.d.comb += s.eq(Mux(a256_h, mixed, last))
                 d128.append(s)
             elif r < 14:
                 m.d.comb += s.eq(mixed)
             else:
                 m.d.comb += s.eq(last)
             if 10 <= r < 14:
-                # Carry the finished AES-128 block towards the common output stage.
-                dly = Signal(128, name=f"d128_{r}", reset_less=True)
-                with m.If(en):
-                    m.d.sync += dly.eq(d128[-1])
-                d128.append(dly)
+                # Carry the finished AES-128 block towards the common output
+                # stage, beside round r + 1's two stages.
+                d128.append(delay(f"d128_{r}a", d128[-1], k_hold + 1))
+                d128.append(delay(f"d128_{r}b", d128[-1], k_hold + 2))
 
             addr, kaddr = s, rk[96:128]
-            rkA_in, rkB_in, a256_in, side_in = rkB, rk, a256, side
+            rkA_in, rkB_in, a256_in, side_in = rkB_h, rk, a256_h, side_h
 
         # Only the side payload has a reset (it tells empty slots apart): a reset
-        # on every key and data register would be a net to ~8 k flip-flops.
+        # on every key and data register would be a net to ~10 k flip-flops.
         ct = Signal(128, reset_less=True)
         m.d.comb += self.ct.eq(ct)
-        with m.If(stage_en(15)):
+        with m.If(stage_en(LATENCY)):
             m.d.sync += [
                 ct.eq(Mux(a256_in, addr, d128[-1])),
                 self.side_out.eq(side_in),

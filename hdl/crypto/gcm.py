@@ -40,7 +40,7 @@ Pipeline
 --------
 ``front end`` (one register stage: decides what enters the AES pipeline this
 cycle and tracks counter and keystream position) -> :class:`~.aes.AesPipeline`
-(15 cycles, the chunk travels alongside its counter block) -> back end, six
+(29 cycles, the chunk travels alongside its counter block) -> back end, six
 register stages: ``R`` (AES output and the restored state registered), ``A``
 (keystream window, lengths, H and H^2), ``B`` (GHASH block packing), ``C1`` and
 ``C2`` (the GHASH multiply in two halves, two interleaved accumulators), ``D``
@@ -48,7 +48,7 @@ register stages: ``R`` (AES output and the restored state registered), ``A``
 of state fields and keeps the current context's values in its own loop
 register; on a ``load`` slot it takes them from the restored state, which
 travels down the pipeline with the slot, and the saved state is assembled at
-``D``. Latency from chunk accepted to chunk out: 21 cycles. Back-pressure on any
+``D``. Latency from chunk accepted to chunk out: 35 cycles. Back-pressure on any
 output stalls the whole pipeline (a global enable, a register kept in one copy
 per stage so that no net spans the chip); ``valid`` of every output is a
 register and never depends on ``ready``.
@@ -291,16 +291,19 @@ class GcmEngine(wiring.Component):
     o_state: Out(stream.Signature(GcmState))
     o_tag: Out(stream.Signature(TagResult))
 
-    def __init__(self, fifo_depth=16):
+    def __init__(self, fifo_depth=32):
         # Loads in flight between the front end and the AES output (where the
-        # FIFO is read); the AES pipeline holds at most 15 slots, so 16 never
-        # stalls even for one-chunk segments.
+        # FIFO is read): the AES pipeline holds at most AES_LATENCY (29) slots,
+        # and a full FIFO refuses a write even in the cycle it is read, so 30
+        # never stalls, even for one-chunk segments; 32 keeps the pointers
+        # plain binary counters.
         self.fifo_depth = fifo_depth
         super().__init__()
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.aes = aes = AesPipeline(side_width=_Slot.as_shape().size, en_width=15)
+        m.submodules.aes = aes = AesPipeline(side_width=_Slot.as_shape().size,
+                                                en_width=AES_LATENCY)
         m.submodules.rfifo = rfifo = SyncFIFO(width=GcmState.as_shape().size, depth=self.fifo_depth)
 
         o_chunk, o_state, o_tag = self.o_chunk, self.o_state, self.o_tag
@@ -313,7 +316,8 @@ class GcmEngine(wiring.Component):
         # so each enable net stays within its stage.
         adv = {k: Signal(init=1, name=f"adv_{k}", attrs={"keep": 1})
                for k in ("front", "r", "a", "b", "c1", "c2", "d")}
-        adv_aes = [Signal(init=1, name=f"adv_aes{i}", attrs={"keep": 1}) for i in range(15)]
+        adv_aes = [Signal(init=1, name=f"adv_aes{i}", attrs={"keep": 1})
+                   for i in range(AES_LATENCY)]
         m.d.comb += aes.en.eq(Cat(*adv_aes))
 
         # ---------------------------------------------------------------- front end

@@ -80,7 +80,7 @@ from .walk import RecordStep, cipher_path, feed_gcm, word_lanes
 __all__ = ["RxRecord", "RxContext", "RxTlsFrame", "RxTlsResult", "TlsRxControl", "TlsRxPort",
            "TlsRx", "BUFFER_WORDS"]
 
-MERGE_FIFO_DEPTH = 32       # > GCM latency in words, so the walker does not wait on the merge
+MERGE_FIFO_DEPTH = 48       # > GCM latency (35) in words, so the walker does not wait on the merge
 #: Frame words ``TlsRx`` can hold between ``rx.i`` and ``rx.o``.
 BUFFER_WORDS = MERGE_FIFO_DEPTH + 4
 #: Most tags one frame can complete: a MAX_FRAME of minimal TLS 1.3 records.

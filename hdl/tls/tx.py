@@ -74,7 +74,7 @@ from .tx_context import (TxContext, TxRecord, HEADER_LEN, NONCE_LEN, TAG_LEN, re
 __all__ = ["TlsTxCommand", "TlsTxVerdict", "TlsTxHost", "TlsTx", "BUFFER_WORDS"]
 
 WORD_FIFO_DEPTH = 16        # > TCP_WINDOW_WORDS: the parser never waits for the walker
-MERGE_FIFO_DEPTH = 32       # > GCM latency in words, so the walker does not wait on the merge
+MERGE_FIFO_DEPTH = 48       # > GCM latency (35) in words, so the walker does not wait on the merge
 #: Frame words ``TlsTx`` can hold between ``i`` and ``o``: the TX engine counts
 #: them when it checks the packet FIFO has room for a frame.
 BUFFER_WORDS = WORD_FIFO_DEPTH + MERGE_FIFO_DEPTH + 4
