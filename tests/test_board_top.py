@@ -9,7 +9,7 @@ import pytest
 
 from tlsnic import synth_board
 from tlsnic.hdl.board.pll import PllOutput, VCO_MAX, VCO_MIN, solve_pll
-from tlsnic.hdl.board.top import BOARDS, DEFAULT_BOARD, BoardTop
+from tlsnic.hdl.board.top import BOARD_NIC, BOARDS, DEFAULT_BOARD, BoardTop
 
 
 @pytest.fixture(scope="module", params=sorted(BOARDS))
@@ -58,8 +58,10 @@ def test_every_board_top_produces_its_build_plan(board_plan):
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_board_top_passes_nic_arguments_through():
-    top = BoardTop(DEFAULT_BOARD, nic={"tx_contexts": 16, "rx_contexts": 8})
-    assert top.nic_params == {"tx_contexts": 16, "rx_contexts": 8, "ports": 1}
+    top = BoardTop(DEFAULT_BOARD, nic={"tx_contexts": 16, "rx_contexts": 4})
+    assert top.nic_params == {**BOARD_NIC, "tx_contexts": 16, "rx_contexts": 4, "ports": 1}
+    assert BoardTop(DEFAULT_BOARD).nic_params == {**BOARD_NIC, "ports": 1}
+    assert BOARD_NIC["rx_contexts"] and BOARD_NIC["shared_gcm"]     # both TLS engines
 
 
 @pytest.mark.parametrize("f_in,outs", [
