@@ -106,6 +106,32 @@ def test_synth_passes_when_every_domain_meets_its_constraint(monkeypatch, capsys
     assert "sync" in capsys.readouterr().out
 
 
+def test_synth_says_what_does_not_fit(monkeypatch, capsys, tmp_path):
+    """A failed nextpnr run is reported with its error and the utilisation it
+    measured, not as a traceback (the logs are the tools' own format)."""
+    name = "tlsnic_" + DEFAULT_BOARD.replace("-", "_")
+    (tmp_path / f"{name}.rpt").write_text("Yosys log\n")
+    (tmp_path / f"{name}.tim").write_text(
+        "Info: Device utilisation:\n"
+        "Info: \t          TRELLIS_IO:      17/    365     4%\n"
+        "Info: \t              DP16KD:     212/    208   101%\n"
+        "Info: \t        TRELLIS_COMB:   87488/  83640   104%\n"
+        "ERROR: Unable to place cell 'window.mem.0.2', no BELs remaining to implement cell type 'DP16KD'\n")
+    failure = synth_board._diagnose(tmp_path, name)
+    assert failure.stage == "nextpnr" and "DP16KD" in failure.error
+    assert failure.utilisation["TRELLIS_COMB"] == (87488, 83640)
+
+    def fail(board, out_dir=None, **kw):
+        raise failure
+    monkeypatch.setattr(synth_board, "build", fail)
+    out = tmp_path / "figures.json"
+    assert synth_board.main(["--board", DEFAULT_BOARD, "--json", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "nextpnr failed" in err and "TRELLIS_COMB" in err and "DOES NOT FIT" in err
+    blob = json.loads(out.read_text())
+    assert blob["failed"] == "nextpnr" and blob["utilisation"]["DP16KD"] == {"used": 212, "available": 208}
+
+
 @pytest.mark.slow
 def test_full_build_of_the_default_board(tmp_path):
     """The whole YoWASP flow for the default board: bitstream written, timing met."""
