@@ -67,25 +67,28 @@ class Design:
         return factory(**self.params)
 
 
-def nic_design(*, ports=1, tx_contexts=256, rx_contexts=0):
+def nic_design(*, ports=1, tx_contexts=256, rx_contexts=0, shared_gcm=False):
     """The card (``hdl.top.Nic``) as every co-simulation builds it: one place, so
     the tests, the benches and ``tlsnic sim`` share one cached build per shape.
-    ``rx_contexts`` 0 is the card without the TLS receive engine (the
-    parameter is left out of the key then, so those builds stay cached)."""
+    ``rx_contexts`` 0 is the card without the TLS receive engine, and
+    ``shared_gcm`` (with one) the card whose directions share a GCM engine, as
+    on the boards (parameters at their default are left out of the key, so
+    those builds stay cached)."""
     params = {"rx_contexts": rx_contexts} if rx_contexts else {}
+    if shared_gcm and rx_contexts:
+        params["shared_gcm"] = True
     return Design("tlsnic.hdl.top:make_nic", "nic", ports=ports, tx_contexts=tx_contexts, **params)
 
 
-def board_design(board="ecpix5-85", *, divisor=4, link_idle=640, rx_contexts=256):
+def board_design(board="ecpix5-85", *, divisor=4, link_idle=640, nic=None):
     """The board top for simulation (:class:`tlsnic.hdl.board.sim.SimBoardTop`):
     the PLL's clocks and lock from the testbench, behavioural DDR registers,
-    everything else as synthesized. ``divisor`` is the UART's clocks per bit
-    (4, the bridge's minimum, is 31.25 Mbaud at 125 MHz) and ``link_idle`` the
-    bridge's quiet time in core clocks. ``rx_contexts`` gives the card the
-    TLS receive engine (the synthesized boards leave it out by default)."""
-    nic = {"rx_contexts": rx_contexts} if rx_contexts else {}
+    everything else as synthesized, the NIC included (the board's
+    :data:`~tlsnic.hdl.board.top.BOARD_NIC`; ``nic`` overrides). ``divisor`` is
+    the UART's clocks per bit (4, the bridge's minimum, is 31.25 Mbaud at
+    125 MHz) and ``link_idle`` the bridge's quiet time in core clocks."""
     return Design("tlsnic.hdl.board.sim:make_sim_board", "board", board=board, divisor=divisor,
-                  link_idle=link_idle, nic=nic)
+                  link_idle=link_idle, nic=nic or {})
 
 
 def export_verilog(design):

@@ -298,9 +298,35 @@ async def tls_rx_card_bad_input(dev, wire):
     return await run.finish()
 
 
+
+async def tls_both_ways(dev, wire, *, rx_sizes=(16384, 300, 16384, 0, 16384), tx_sizes=(16384,) * 4,
+                        mss=1448):
+    """TLS both ways at once: receive records queued on the wire, then the kTLS
+    driver sends records on another connection while they come in. On a card
+    whose directions share one GCM engine (the board's), the engine changes
+    hands between frames; every byte must come out as on the model."""
+    from . import scenarios_tls_tx as tx
+    ktls = await tx._open(dev, tx_log=8, rx_log=6)
+    run = _Run(dev, wire)
+    flow = Flow(0, "1.2", "AES-256-GCM", rx_sizes, number=9, mss=mss)
+    await run.control(TxOpcode.RX_SET_STATIC, 1, flow.static())
+    flows = []
+    sock = await tx._socket(ktls, flows, version="1.3", cipher="AES-128-GCM", mss=mss,
+                            iss=0x1000, rec_seq=2)
+    tx._write(sock, flows[0], tx_sizes)
+    segments = flow.segments()
+    for offset, chunk in segments:
+        await wire.send(flow.frame(offset, chunk), flow.port)
+    await sock.output()
+    for _ in segments:
+        run.obs["rx"].append((await dev.recv()).to_dict())
+    obs = await tx._observe(dev, ktls, [sock], {"flows": flows}, tx._WireLog(wire))
+    return {**run.obs, **obs}
+
+
 SCENARIOS = {fn.__name__: fn for fn in (
     tls_rx_card_stream, tls_rx_card_matrix, tls_rx_card_loss, tls_rx_card_many_flows,
-    tls_rx_card_bad_input)}
+    tls_rx_card_bad_input, tls_both_ways)}
 
 
 async def run(name, bus, wire, **params):

@@ -25,6 +25,7 @@ from .host.dma import (DmaReader, DmaWriter, DmaArbiter, DmaReadPort, DmaWritePo
 from .host.queue import Ring
 from .host.tx_engine import TxEngine
 from .host.rx_engine import RxEngine
+from .crypto.share import GcmShare
 from .tls.tx import TlsTx
 from .tls.rx import TlsRx
 from .net.csum_insert import ChecksumInsert
@@ -49,6 +50,10 @@ class Nic(wiring.Component):
     rx_contexts : int
         TLS receive contexts (receive tags ``1..rx_contexts``); 0 builds no
         receive engine (``CAP_TLS_RX`` clear, the RX control opcodes BAD_OPCODE).
+    shared_gcm : bool
+        With a receive engine: one AES-GCM engine for both directions
+        (:class:`~.crypto.share.GcmShare`), the board configuration (one
+        full-rate engine is 140 EBR). Same behaviour, less crypto throughput.
 
     Members
     -------
@@ -60,12 +65,14 @@ class Nic(wiring.Component):
     irq : Out(1)
         Level interrupt: ``|(IRQ_STATUS & IRQ_ENABLE)``.
     """
-    def __init__(self, *, ports=1, fifo_words=2048, tx_contexts=256, rx_contexts=0):
+    def __init__(self, *, ports=1, fifo_words=2048, tx_contexts=256, rx_contexts=0,
+                 shared_gcm=False):
         assert 1 <= ports <= 4, "port numbers are 2 bits wide inside the card"
         self.n_ports = ports
         self.fifo_words = fifo_words
         self.tx_contexts = tx_contexts
         self.rx_contexts = rx_contexts
+        self.shared_gcm = shared_gcm and rx_contexts != 0
         super().__init__({
             "csr": In(AxiLiteSignature(addr_width=CSR_ADDR_WIDTH)),
             "dma": Out(AxiSignature(addr_width=64, data_width=64)),
@@ -108,7 +115,9 @@ class Nic(wiring.Component):
         m.submodules.tx_engine = txe = TxEngine(ports=self.n_ports, fifo_words=self.fifo_words,
                                                 rx_tls=rx_tls)
         m.submodules.tx_out = tx_out = ChecksumInsert(ports=self.n_ports)
-        m.submodules.tls_tx = tls_tx = TlsTx(contexts=self.tx_contexts, ports=self.n_ports)
+        shared = self.shared_gcm
+        m.submodules.tls_tx = tls_tx = TlsTx(contexts=self.tx_contexts, ports=self.n_ports,
+                                             shared_gcm=shared)
         wiring.connect(m, txe.tls, tls_tx.host)
         wiring.connect(m, tls_tx.dma_wr, wr_arb.clients[2])
         wiring.connect(m, txe.dma_rd, rd_arb.clients[0])
@@ -129,7 +138,12 @@ class Nic(wiring.Component):
         m.submodules.rx_engine = rxe = RxEngine(fifo_words=self.fifo_words, ports=self.n_ports,
                                                 tls=rx_tls)
         if rx_tls:
-            m.submodules.tls_rx = tls_rx = TlsRx(contexts=self.rx_contexts, ports=self.n_ports)
+            m.submodules.tls_rx = tls_rx = TlsRx(contexts=self.rx_contexts, ports=self.n_ports,
+                                                 shared_gcm=shared)
+            if shared:
+                m.submodules.gcm = gcm = GcmShare()
+                wiring.connect(m, tls_tx.gcm, gcm.users[0])
+                wiring.connect(m, tls_rx.gcm, gcm.users[1])
             wiring.connect(m, txe.tls_rx, tls_rx.ctl)
             wiring.connect(m, rxe.tls, tls_rx.rx)
         for i in range(self.n_ports):

@@ -237,6 +237,48 @@ def test_window_shared_with_dma_bursts():
     run(test, dma=dma)
 
 
+
+def test_window_write_burst_passes_a_stalled_read_burst():
+    """A read burst held with ``rready`` low does not block a write burst: on
+    the board the transmit engine's read can wait on the receive engine's
+    writes (both TLS engines share one GCM engine), so a window that served
+    one burst at a time could deadlock the card."""
+    from amaranth.sim import Simulator
+    dut = WindowRam(base=WINDOW_BASE, size=WINDOW_SIZE)
+    axi = dut.axi
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(axi.bready, 1)
+        ctx.set(axi.araddr, WINDOW_BASE); ctx.set(axi.arlen, 3); ctx.set(axi.arvalid, 1)
+        await ctx.tick().until(axi.arready)
+        ctx.set(axi.arvalid, 0)            # rready stays low: the read burst waits
+        ctx.set(axi.awaddr, WINDOW_BASE + 8); ctx.set(axi.awlen, 1); ctx.set(axi.awvalid, 1)
+        await ctx.tick().until(axi.awready)
+        ctx.set(axi.awvalid, 0)
+        for i, w in enumerate((0x1111, 0x2222)):
+            ctx.set(axi.wdata, w); ctx.set(axi.wstrb, 0xFF); ctx.set(axi.wlast, i == 1)
+            ctx.set(axi.wvalid, 1)
+            await ctx.tick().until(axi.wready)
+        ctx.set(axi.wvalid, 0)
+        seen["bresp"], = await ctx.tick().sample(axi.bresp).until(axi.bvalid)
+        ctx.set(axi.rready, 1)
+        beats = []
+        while len(beats) < 4:
+            *_, d, v, last = await ctx.tick().sample(axi.rdata, axi.rvalid, axi.rlast)
+            if v:
+                beats.append((d, last))
+        seen["read"] = beats
+
+    sim = Simulator(dut)
+    sim.add_clock(8e-9)
+    sim.add_testbench(bench)
+    sim.run_until(2e-6)
+    assert seen["bresp"] == 0
+    assert [last for _, last in seen["read"]] == [0, 0, 0, 1]
+    assert seen["read"][3][0] == 0
+
+
 # ---- the driver's Bus backend over the bridge ---------------------------------------------
 
 class Faulty:

@@ -308,8 +308,9 @@ class PaddedWire(Wire):
 def _on_model(name, params):
     import asyncio
     from tlsnic.cosim.model import ReferenceNic
-    rx_contexts = scenarios_tls_rx_card.RX_CONTEXTS
-    nic = ReferenceNic(tls=True, rx_contexts=rx_contexts)
+    from tlsnic.hdl.board.top import BOARD_NIC
+    nic = ReferenceNic(tls=True, tx_contexts=BOARD_NIC["tx_contexts"],
+                       rx_contexts=BOARD_NIC["rx_contexts"])
     return asyncio.run(scenarios.run_scenario(_scenario(name), nic, PaddedWire(nic.wire), **params))
 
 

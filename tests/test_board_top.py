@@ -9,7 +9,7 @@ import pytest
 
 from tlsnic import synth_board
 from tlsnic.hdl.board.pll import PllOutput, VCO_MAX, VCO_MIN, solve_pll
-from tlsnic.hdl.board.top import BOARDS, DEFAULT_BOARD, BoardTop
+from tlsnic.hdl.board.top import BOARD_NIC, BOARDS, DEFAULT_BOARD, BoardTop
 
 
 @pytest.fixture(scope="module", params=sorted(BOARDS))
@@ -58,8 +58,10 @@ def test_every_board_top_produces_its_build_plan(board_plan):
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_board_top_passes_nic_arguments_through():
-    top = BoardTop(DEFAULT_BOARD, nic={"tx_contexts": 16, "rx_contexts": 8})
-    assert top.nic_params == {"tx_contexts": 16, "rx_contexts": 8, "ports": 1}
+    top = BoardTop(DEFAULT_BOARD, nic={"tx_contexts": 16, "rx_contexts": 4})
+    assert top.nic_params == {**BOARD_NIC, "tx_contexts": 16, "rx_contexts": 4, "ports": 1}
+    assert BoardTop(DEFAULT_BOARD).nic_params == {**BOARD_NIC, "ports": 1}
+    assert BOARD_NIC["rx_contexts"] and BOARD_NIC["shared_gcm"]     # both TLS engines
 
 
 @pytest.mark.parametrize("f_in,outs", [
@@ -102,6 +104,32 @@ def test_synth_passes_when_every_domain_meets_its_constraint(monkeypatch, capsys
         _report(131.0), board=board, device="x", elapsed=1.0, out_dir=tmp_path, command=""))
     assert synth_board.main(["--board", DEFAULT_BOARD]) == 0
     assert "sync" in capsys.readouterr().out
+
+
+def test_synth_says_what_does_not_fit(monkeypatch, capsys, tmp_path):
+    """A failed nextpnr run is reported with its error and the utilisation it
+    measured, not as a traceback (the logs are the tools' own format)."""
+    name = "tlsnic_" + DEFAULT_BOARD.replace("-", "_")
+    (tmp_path / f"{name}.rpt").write_text("Yosys log\n")
+    (tmp_path / f"{name}.tim").write_text(
+        "Info: Device utilisation:\n"
+        "Info: \t          TRELLIS_IO:      17/    365     4%\n"
+        "Info: \t              DP16KD:     212/    208   101%\n"
+        "Info: \t        TRELLIS_COMB:   87488/  83640   104%\n"
+        "ERROR: Unable to place cell 'window.mem.0.2', no BELs remaining to implement cell type 'DP16KD'\n")
+    failure = synth_board._diagnose(tmp_path, name)
+    assert failure.stage == "nextpnr" and "DP16KD" in failure.error
+    assert failure.utilisation["TRELLIS_COMB"] == (87488, 83640)
+
+    def fail(board, out_dir=None, **kw):
+        raise failure
+    monkeypatch.setattr(synth_board, "build", fail)
+    out = tmp_path / "figures.json"
+    assert synth_board.main(["--board", DEFAULT_BOARD, "--json", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "nextpnr failed" in err and "TRELLIS_COMB" in err and "DOES NOT FIT" in err
+    blob = json.loads(out.read_text())
+    assert blob["failed"] == "nextpnr" and blob["utilisation"]["DP16KD"] == {"used": 212, "available": 208}
 
 
 @pytest.mark.slow

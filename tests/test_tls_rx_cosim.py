@@ -38,6 +38,7 @@ CARD = {
     "card_loss_2": (scenarios_tls_rx_card, "tls_rx_card_loss", {"seed": 2}),
     "card_many_flows": (scenarios_tls_rx_card, "tls_rx_card_many_flows", {}),
     "card_bad_input": (scenarios_tls_rx_card, "tls_rx_card_bad_input", {}),
+    "card_both_ways": (scenarios_tls_rx_card, "tls_both_ways", {}),
     **{name: (scenarios_tls_rx, name, {}) for name in scenarios_tls_rx.SCENARIOS
        if name not in scenarios_tls_rx.MULTI_PORT and name not in scenarios_tls_rx.RX_CONTEXTS},
 }
@@ -45,6 +46,11 @@ CARD = {
 STRESSED = ("card_stream_1.2_aes256_mss536", "card_loss_1", "tls_rx_interleaved",
             "tls_rx_loss_header")
 STRESS = {"idle": True, "backpressure": True, "seed": 11}
+#: Runs on the card whose directions share one GCM engine (the boards'), as
+#: they are and under stress: TLS both ways at once, and receive scenarios
+#: that hold the engine across many frames and records.
+SHARED = ("card_both_ways", "card_stream_1.2_aes256_mss536", "card_loss_1",
+          "tls_rx_interleaved", "tls_rx_loss_header")
 #: Driver scenarios that need another card.
 OTHER_CARDS = sorted(set(scenarios_tls_rx.MULTI_PORT) | set(scenarios_tls_rx.RX_CONTEXTS))
 
@@ -67,6 +73,14 @@ def card():
 def card_stressed():
     return run_on_gateware(_batch(STRESSED), rx_contexts=256, tb_options=STRESS,
                            tag="tls_rx_stress")
+
+
+@pytest.fixture(scope="module")
+def card_shared():
+    plain = run_on_gateware(_batch(SHARED), rx_contexts=256, shared_gcm=True, tag="tls_shared")
+    stressed = run_on_gateware(_batch(SHARED), rx_contexts=256, shared_gcm=True,
+                               tb_options=STRESS, tag="tls_shared_stress")
+    return {**plain, **{f"{k} stressed": v for k, v in stressed.items()}}
 
 
 def _compare(key, got, want):
@@ -92,6 +106,11 @@ def test_gateware_matches_model(key, card):
 @pytest.mark.parametrize("key", STRESSED)
 def test_gateware_matches_model_under_backpressure(key, card_stressed):
     _compare(key, card_stressed[key], _model(key))
+
+
+@pytest.mark.parametrize("key", [k + s for k in SHARED for s in ("", " stressed")])
+def test_gateware_with_a_shared_gcm_engine_matches_model(key, card_shared):
+    _compare(key, card_shared[key], _model(key.removesuffix(" stressed")))
 
 
 @pytest.mark.parametrize("name", OTHER_CARDS)

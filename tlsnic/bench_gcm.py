@@ -139,16 +139,21 @@ class GcmDriver:
         or more cuts every ``int(segment)`` chunks instead.
     interleave : int
         Records whose segments are interleaved.
+    prefix : str
+        Port name prefix: ``"users__1__"`` drives one user port of a
+        :class:`~tlsnic.hdl.crypto.share.GcmShare`, and then also its ``hold``
+        (from a segment's first chunk until its last one is taken).
     """
 
     def __init__(self, dut, rng, gap=0.0, backpressure=0.0, chunking="full", segment=0.0,
-                 interleave=1):
+                 interleave=1, prefix=""):
         from tlsnic.hdl.crypto.gcm import Chunk, GcmState, OutChunk, TagResult
         self.dut, self.rng = dut, rng
         self.gap, self.bp, self.chunking = gap, backpressure, chunking
         self.segment, self.interleave = segment, interleave
         self.fc, self.fs = _fields(Chunk), _fields(GcmState)
         self.fo, self.ft = _fields(OutChunk), _fields(TagResult)
+        self.prefix = prefix
         self.cycles = 0
         self.first_out = None
 
@@ -226,12 +231,12 @@ class GcmDriver:
         states = {r: [rec.initial_state(self.fs)] for r, rec in enumerate(records)}
         fc, fo, ft, fs = self.fc, self.fo, self.ft, self.fs
 
-        ic_v, ic_r, ic_p = dut.i_chunk__valid, dut.i_chunk__ready, dut.i_chunk__payload
-        is_v, is_r, is_p = dut.i_state__valid, dut.i_state__ready, dut.i_state__payload
-        oc_v, oc_r, oc_p = dut.o_chunk__valid, dut.o_chunk__ready, dut.o_chunk__payload
-        os_v, os_r, os_p = dut.o_state__valid, dut.o_state__ready, dut.o_state__payload
-        ot_v, ot_r, ot_p = dut.o_tag__valid, dut.o_tag__ready, dut.o_tag__payload
-        for s in (ic_v, is_v):
+        ic_v, ic_r, ic_p, is_v, is_r, is_p, oc_v, oc_r, oc_p, os_v, os_r, os_p, ot_v, ot_r, ot_p = (
+            getattr(dut, f"{self.prefix}{port}__{sig}")
+            for port in ("i_chunk", "i_state", "o_chunk", "o_state", "o_tag")
+            for sig in ("valid", "ready", "payload"))
+        hold = getattr(dut, f"{self.prefix}hold") if self.prefix else None
+        for s in (ic_v, is_v) + ((hold,) if hold is not None else ()):
             s.value = 0
         for s in (oc_r, os_r, ot_r):
             s.value = 1
@@ -263,6 +268,8 @@ class GcmDriver:
                     exp_tags.append(r)
                 if first_in is None:
                     first_in = cycles
+                if hold is not None:
+                    hold.value = int(not (save or last))
                 i += 1
                 state_taken = False
                 presenting = False

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["BOARDS", "plan", "build", "domain_of", "main"]
+__all__ = ["BOARDS", "BuildFailed", "plan", "build", "domain_of", "main"]
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -105,17 +105,60 @@ def figures(report, *, board, device, elapsed, out_dir, command):
     }
 
 
+class BuildFailed(Exception):
+    """A toolchain step failed: ``stage`` (``yosys``, ``nextpnr``, ``ecppack``),
+    the tool's first ``ERROR`` line and, from nextpnr's log, the utilisation it
+    had measured (``{cell type: (used, available)}``), so a design that does
+    not fit says by how much."""
+
+    def __init__(self, stage, error, utilisation, log):
+        self.stage, self.error, self.utilisation, self.log = stage, error, utilisation, log
+        super().__init__(f"{stage} failed: {error}")
+
+    def to_json(self):
+        return {"failed": self.stage, "error": self.error, "log": str(self.log),
+                "utilisation": {k: {"used": u, "available": a}
+                                for k, (u, a) in self.utilisation.items()}}
+
+
+_UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
+
+
+def _diagnose(out, name):
+    """The failed stage, its error and nextpnr's utilisation, from the logs."""
+    rpt, tim = out / f"{name}.rpt", out / f"{name}.tim"
+    if not tim.exists():
+        stage, log = "yosys", rpt
+    elif not (out / f"{name}.config").exists():
+        stage, log = "nextpnr", tim
+    else:
+        stage, log = "ecppack", tim
+    text = log.read_text(errors="replace") if log.exists() else ""
+    error = next((ln.strip() for ln in text.splitlines() if "ERROR" in ln), "no ERROR line in the log")
+    util = {}
+    if tim.exists():
+        for ln in tim.read_text(errors="replace").splitlines():
+            if (m := _UTIL_LINE.match(ln)):
+                util[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return BuildFailed(stage, error, util, log)
+
+
 def build(board, out_dir=None, *, core_mhz=None, nic=None, seed=1, command=""):
-    """Run the whole build; return :func:`figures`."""
+    """Run the whole build; return :func:`figures`. Raises :class:`BuildFailed`."""
+    import subprocess
     t0 = time.perf_counter()
     platform, p, name = plan(board, core_mhz=core_mhz, nic=nic, seed=seed)
     out = Path(out_dir or _REPO / "build" / "board" / board)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in (f"{name}.tim", f"{name}.config", f"{name}.report.json"):
+        (out / stale).unlink(missing_ok=True)
     # YoWASP's sandbox sees relative paths only: run from the build folder.
     cwd = os.getcwd()
     try:
         os.chdir(out)
         p.execute_local(".", env=_tool_env())
+    except subprocess.CalledProcessError:
+        raise _diagnose(out, name) from None
     finally:
         os.chdir(cwd)
     report = json.loads((out / f"{name}.report.json").read_text())
@@ -157,7 +200,20 @@ def main(argv):
               file=sys.stderr)
         return 2
     command = "tlsnic synth " + " ".join(argv)
-    res = build(args.board, args.out, core_mhz=args.core_mhz, seed=args.seed, command=command)
+    try:
+        res = build(args.board, args.out, core_mhz=args.core_mhz, seed=args.seed, command=command)
+    except BuildFailed as e:
+        print(f"tlsnic synth: {args.board}: {e.stage} failed: {e.error}", file=sys.stderr)
+        for k, (used, avail) in e.utilisation.items():
+            if used:
+                over = "  DOES NOT FIT" if used > avail else ""
+                print(f"  {k:13} {used:>7} / {avail:<7} {100 * used / avail:4.0f}%{over}",
+                      file=sys.stderr)
+        print(f"  log: {e.log}", file=sys.stderr)
+        if args.json:
+            blob = json.dumps({"board": args.board, "command": command, **e.to_json()}, indent=2)
+            print(blob) if args.json == "-" else Path(args.json).write_text(blob + "\n")
+        return 1
     if args.json == "-":
         print(json.dumps(res, indent=2))
     else:

@@ -44,12 +44,19 @@ from .rgmii import RgmiiPins, RgmiiRx, RgmiiStatus, RgmiiTx, Speed
 from .uart_bridge import UartBridge
 from .window import WindowRam
 
-__all__ = ["BoardSpec", "BOARDS", "BoardTop", "make_platform", "DEFAULT_BOARD", "LINK_IDLE_S"]
+__all__ = ["BoardSpec", "BOARDS", "BOARD_NIC", "BoardTop", "make_platform", "DEFAULT_BOARD",
+           "LINK_IDLE_S"]
 
 #: Quiet time after which the bridge drops a half-received request. Longer
 #: than any gap a USB-UART leaves inside one write.
 LINK_IDLE_S = 2e-3
 RGMII_FREQ = 125e6
+#: The NIC as the boards build it: both TLS engines, sharing one GCM engine
+#: (a full-rate engine is 140 EBR and ~40 k LUT4 of the ECP5-85's 208 and 84 k;
+#: see :mod:`tlsnic.hdl.crypto.share`), and few contexts, whose tables (2153
+#: and 2022 bits a context, 60 and 57 EBR at any depth) then fit in LUT RAM.
+#: A board behind a UART serves a handful of connections.
+BOARD_NIC = {"tx_contexts": 15, "rx_contexts": 8, "shared_gcm": True}
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ class BoardSpec:
     core_mhz: float = 125.0
     baud: int = 1_000_000
     window_size: int = 64 * 1024
-    nic: dict = field(default_factory=dict)
+    nic: dict = field(default_factory=lambda: dict(BOARD_NIC))
 
 
 BOARDS = {

@@ -10,10 +10,11 @@ Design notes
 ------------
 
 * One read and one write port on one RAM (a simple dual-port DP16KD layout),
-  shared by everybody: the AXI side handles one burst at a time, reads or
-  writes, and the bridge is served between bursts with priority. A bridge
-  access thus waits at most one burst (256 beats); the bridge is a thousand
-  times slower than that anyway.
+  shared by everybody: the AXI side serves one read burst and one write burst
+  at a time, each on its own port and independently of the other, and the
+  bridge is served when neither is running, with priority (no burst starts
+  while it asks). A bridge access thus waits at most one burst each way; the
+  bridge is a thousand times slower than that anyway.
 * Reads stream at one beat per clock (the RAM's output register is the R
   channel's payload register, held while ``rready`` is low).
 * An address outside the window answers SLVERR, beat by beat, and a write
@@ -79,59 +80,78 @@ class WindowRam(wiring.Component):
         rp = mem.read_port(transparent_for=())
         axi, br = self.axi, self.bridge
 
-        addr = Signal(64)           # byte address of the current beat
-        beats = Signal(9)           # beats left (reads: still to fetch)
-        ident = Signal.like(axi.arid)
+        # Reads and writes are served independently (the RAM has a port for
+        # each): a read burst the NIC holds with ``rready`` low never blocks
+        # its writes. The two TLS engines share one GCM engine on the board,
+        # and the transmit engine's read burst can wait on the receive
+        # engine's writes (see hdl/crypto/share.py).
+        raddr = Signal(64)          # byte address of the next read beat
+        waddr = Signal(64)          # byte address of the next write beat
+        beats = Signal(9)           # read beats still to fetch
+        rident = Signal.like(axi.arid)
+        wident = Signal.like(axi.awid)
         werr = Signal()
 
         def inside(a):
             return (a[self.addr_width + 3:] == self.base >> (self.addr_width + 3))
 
-        word = addr[3:3 + self.addr_width]
+        def word(a):
+            return a[3:3 + self.addr_width]
+
         m.d.sync += br.ack.eq(0)
         m.d.comb += br.rdata.eq(rp.data)
+        # The bridge goes first between bursts: while it asks, no burst starts.
+        bridge_waits = Signal()
+        m.d.comb += bridge_waits.eq(br.req & ~br.ack)
+        read_idle, write_idle = Signal(), Signal()
 
-        with m.FSM():
+        with m.FSM(name="write"):
             with m.State("IDLE"):
-                with m.If(br.req & ~br.ack):
-                    m.d.comb += [rp.addr.eq(br.addr), rp.en.eq(~br.we),
-                                 wp.addr.eq(br.addr), wp.data.eq(br.wdata),
-                                 wp.en.eq(Mux(br.we, br.wstrb, 0))]
-                    m.d.sync += br.ack.eq(1)
-                with m.Elif(axi.awvalid):
+                m.d.comb += write_idle.eq(1)
+                with m.If(axi.awvalid & ~bridge_waits):
                     m.d.comb += axi.awready.eq(1)
-                    m.d.sync += [addr.eq(axi.awaddr), ident.eq(axi.awid), werr.eq(0)]
+                    m.d.sync += [waddr.eq(axi.awaddr), wident.eq(axi.awid), werr.eq(0)]
                     m.next = "WRITE"
-                with m.Elif(axi.arvalid):
-                    m.d.comb += axi.arready.eq(1)
-                    m.d.sync += [addr.eq(axi.araddr), ident.eq(axi.arid),
-                                 beats.eq(axi.arlen + 1)]
-                    m.next = "READ"
             with m.State("WRITE"):
-                m.d.comb += [axi.wready.eq(1), wp.addr.eq(word), wp.data.eq(axi.wdata)]
+                m.d.comb += [axi.wready.eq(1), wp.addr.eq(word(waddr)), wp.data.eq(axi.wdata)]
                 with m.If(axi.wvalid):
-                    m.d.comb += wp.en.eq(Mux(inside(addr), axi.wstrb, 0))
-                    m.d.sync += [addr.eq(addr + 8), werr.eq(werr | ~inside(addr))]
+                    m.d.comb += wp.en.eq(Mux(inside(waddr), axi.wstrb, 0))
+                    m.d.sync += [waddr.eq(waddr + 8), werr.eq(werr | ~inside(waddr))]
                     with m.If(axi.wlast):
                         m.next = "BRESP"
             with m.State("BRESP"):
-                m.d.comb += [axi.bvalid.eq(1), axi.bid.eq(ident),
+                m.d.comb += [axi.bvalid.eq(1), axi.bid.eq(wident),
                              axi.bresp.eq(Mux(werr, AxiResp.SLVERR, AxiResp.OKAY))]
                 with m.If(axi.bready):
                     m.next = "IDLE"
+
+        with m.FSM(name="read"):
+            with m.State("IDLE"):
+                m.d.comb += read_idle.eq(1)
+                with m.If(axi.arvalid & ~bridge_waits):
+                    m.d.comb += axi.arready.eq(1)
+                    m.d.sync += [raddr.eq(axi.araddr), rident.eq(axi.arid),
+                                 beats.eq(axi.arlen + 1)]
+                    m.next = "READ"
             with m.State("READ"):
                 rerr = Signal()
                 last = Signal()
                 advance = (beats != 0) & (~axi.rvalid | axi.rready)
-                m.d.comb += [rp.addr.eq(word), rp.en.eq(advance),
-                             axi.rdata.eq(Mux(rerr, 0, rp.data)), axi.rid.eq(ident),
+                m.d.comb += [rp.addr.eq(word(raddr)), rp.en.eq(advance),
+                             axi.rdata.eq(Mux(rerr, 0, rp.data)), axi.rid.eq(rident),
                              axi.rresp.eq(Mux(rerr, AxiResp.SLVERR, AxiResp.OKAY)),
                              axi.rlast.eq(last)]
                 with m.If(advance):
-                    m.d.sync += [addr.eq(addr + 8), beats.eq(beats - 1), axi.rvalid.eq(1),
-                                 rerr.eq(~inside(addr)), last.eq(beats == 1)]
+                    m.d.sync += [raddr.eq(raddr + 8), beats.eq(beats - 1), axi.rvalid.eq(1),
+                                 rerr.eq(~inside(raddr)), last.eq(beats == 1)]
                 with m.Elif(axi.rready):
                     m.d.sync += axi.rvalid.eq(0)
                     with m.If(last & axi.rvalid):
                         m.next = "IDLE"
+
+        with m.If(bridge_waits & read_idle & write_idle):
+            m.d.comb += [rp.addr.eq(br.addr), rp.en.eq(~br.we),
+                         wp.addr.eq(br.addr), wp.data.eq(br.wdata),
+                         wp.en.eq(Mux(br.we, br.wstrb, 0))]
+            m.d.sync += br.ack.eq(1)
         return m

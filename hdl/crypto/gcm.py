@@ -118,6 +118,7 @@ class Chunk(data.Struct):
     kind: Kind
     load: 1     #: take one state from ``i_state`` before this chunk
     save: 1     #: emit the state on ``o_state`` after this chunk
+    user: 1     #: returned with the chunk's output and its tag (see :mod:`.share`)
 
 
 class OutChunk(data.Struct):
@@ -125,6 +126,7 @@ class OutChunk(data.Struct):
     data: 128
     count: 5
     kind: Kind
+    user: 1     #: the input chunk's ``user``
 
 
 class TagResult(data.Struct):
@@ -132,6 +134,7 @@ class TagResult(data.Struct):
     tag: 128        #: the computed tag (LSB-first bytes)
     computed: 1     #: 0 if the record was entered by a seek: no tag possible
     ok: 1           #: computed, and (decrypt) the received tag matched
+    user: 1         #: ``user`` of the chunk that completed the tag
 
 
 class GcmState(data.Struct):
@@ -225,6 +228,7 @@ class _Slot(data.Struct):
     psh: 5      # GHASH bytes waiting in pbuf, where this chunk's bytes go (0 with pflush)
     pflush: 1   # absorb pbuf as it is (EJ0, or AAD ended inside a block), restart with this chunk
     tpos: 5     # tag bytes seen
+    user: 1
 
 
 class _Front(data.Struct):
@@ -346,7 +350,7 @@ class GcmEngine(wiring.Component):
         nxt = Signal(_Front)
         consume = Signal()
         is_text = ch.kind == Kind.TEXT
-        m.d.comb += [nxt.eq(cur), slot.load.eq(need_load), slot.dec.eq(cur.decrypt),
+        m.d.comb += [nxt.eq(cur), slot.load.eq(need_load), slot.dec.eq(cur.decrypt), slot.user.eq(ch.user),
                      slot.kpos.eq(cur.kpos), slot.tpos.eq(cur.tpos)]
         with m.If(cur.hgen):
             m.d.comb += [slot.op.eq(_Op.HGEN), pt.eq(0), nxt.hgen.eq(0)]
@@ -686,6 +690,7 @@ class GcmEngine(wiring.Component):
         beat_t = Signal(TagResult)
         m.d.comb += [
             beat_c.data.eq(s.data), beat_c.count.eq(cnt), beat_c.kind.eq(s.kind),
+            beat_c.user.eq(s.user), beat_t.user.eq(s.user),
             beat_t.tag.eq(bc.acc), beat_t.computed.eq(~bc.seeked),
             beat_t.ok.eq(~bc.seeked & ~bn.bad),
         ]

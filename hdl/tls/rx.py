@@ -66,6 +66,7 @@ from amaranth.lib.wiring import In, Out
 
 from tlsnic.abi import (TxOpcode, TxStatus, TlsStaticParams,
                         TlsRxResyncParams, RxTlsStatus, layout_bytes)
+from ..crypto.share import GcmUser
 from ..crypto.gcm import Chunk, GcmState, Kind
 from ..host.dma import DmaReadWord
 from ..net.frame import FrameWord, WORD_BYTES
@@ -193,19 +194,26 @@ class TlsRx(wiring.Component):
         Receive contexts, tags ``1..contexts``.
     ports : int
         Network ports (RX_SET_STATIC's ``port`` must name one).
+    shared_gcm : bool
+        Use a GCM engine outside (``gcm``, a :class:`~..crypto.share.GcmShare`
+        user port) instead of one of its own.
 
     Members
     -------
     ctl : In(TlsRxControl())
     rx : In(TlsRxPort())
+    gcm : Out(GcmUser())
+        With ``shared_gcm`` only.
     ev_* : Out
         Counter strobes (one clock per frame or command), with amounts.
     """
-    def __init__(self, *, contexts=256, ports=1):
+    def __init__(self, *, contexts=256, ports=1, shared_gcm=False):
         assert 2 <= contexts < 1 << 15
         self.contexts = contexts
         self.ports = ports
+        self.shared_gcm = shared_gcm
         super().__init__({
+            **({"gcm": Out(GcmUser())} if shared_gcm else {}),
             "ctl": In(TlsRxControl()),
             "rx": In(TlsRxPort()),
             "ev_frame": Out(1),         # strobes the per-frame amounts below
@@ -219,7 +227,8 @@ class TlsRx(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.steer = steer = SteerTable(contexts=self.contexts)
-        gcm, merge_fifo = cipher_path(m, wiring.flipped(self.rx.o), MERGE_FIFO_DEPTH)
+        gcm, merge_fifo = cipher_path(m, wiring.flipped(self.rx.o), MERGE_FIFO_DEPTH,
+                                      shared=self.gcm if self.shared_gcm else None)
         m.submodules.scanner = scanner = HeaderScanner()
         m.submodules.table = table = Memory(shape=RxContext, depth=self.contexts + 1, init=[])
         table_rd, table_wr = table.read_port(), table.write_port()
@@ -331,6 +340,8 @@ class TlsRx(wiring.Component):
         ]
         save_chunk = Signal()
         feed_gcm(m, gcm, chunk, chunk_valid, load_state, save_chunk, state_taken)
+        if self.shared_gcm:
+            m.d.comb += self.gcm.hold.eq(in_engine)
 
         # The scanner looks at the same lanes.
         m.d.comb += [scanner.data.eq(word.data), scanner.lo.eq(lstart), scanner.hi.eq(lane_hi),
@@ -598,7 +609,9 @@ class TlsRx(wiring.Component):
                 with m.If(in_engine):
                     m.d.comb += save_chunk.eq(1)
                     with m.If(gcm.i_chunk.ready):
-                        m.d.sync += save_issued.eq(1)
+                        # The engine is done with this frame's state (a shared
+                        # engine may go to the other direction).
+                        m.d.sync += [save_issued.eq(1), in_engine.eq(0)]
                         m.next = "DRAIN"
                 with m.Else():
                     m.next = "DRAIN"

@@ -62,6 +62,7 @@ from amaranth.lib.wiring import In, Out
 
 from tlsnic.abi import (TxOpcode, TxStatus, TlsCipher, TlsVersion, TlsStaticParams,
                         TlsProgressParams, TlsTagLogEntry, TLS_MAX_CIPHERTEXT, layout_bytes)
+from ..crypto.share import GcmUser
 from ..crypto.gcm import Chunk, GcmEngine, GcmState, Kind
 from ..host.dma import DmaReadWord, DmaWritePort, write_entry
 from ..net.frame import FrameWord, WORD_BYTES
@@ -134,6 +135,9 @@ class TlsTx(wiring.Component):
         TX contexts, tags ``1..contexts``.
     ports : int
         Network ports (SET_STATIC's ``port`` must name one).
+    shared_gcm : bool
+        Use a GCM engine outside (``gcm``, a :class:`~..crypto.share.GcmShare`
+        user port) instead of one of its own.
 
     Members
     -------
@@ -141,14 +145,18 @@ class TlsTx(wiring.Component):
         Commands, their bytes, frames out, verdicts.
     dma_wr : Out(DmaWritePort())
         Tag log writes.
+    gcm : Out(GcmUser())
+        With ``shared_gcm`` only.
     ev_* : Out
         Counter strobes, with amounts where a counter advances by more than one.
     """
-    def __init__(self, *, contexts=256, ports=1):
+    def __init__(self, *, contexts=256, ports=1, shared_gcm=False):
         assert 1 <= contexts < 1 << 16
         self.contexts = contexts
         self.ports = ports
+        self.shared_gcm = shared_gcm
         super().__init__({
+            **({"gcm": Out(GcmUser())} if shared_gcm else {}),
             "host": In(TlsTxHost()),
             "dma_wr": Out(DmaWritePort()),
             "ev_encrypted": Out(1), "ev_encrypted_bytes": Out(16),
@@ -163,7 +171,8 @@ class TlsTx(wiring.Component):
         m.submodules.parser = parser = TcpParser()
         m.submodules.word_fifo = word_fifo = SyncFIFOBuffered(
             width=FrameWord.as_shape().size, depth=WORD_FIFO_DEPTH)
-        gcm, merge_fifo = cipher_path(m, wiring.flipped(self.host.frames), MERGE_FIFO_DEPTH)
+        gcm, merge_fifo = cipher_path(m, wiring.flipped(self.host.frames), MERGE_FIFO_DEPTH,
+                                      shared=self.gcm if self.shared_gcm else None)
         m.submodules.table = table = Memory(shape=TxContext, depth=self.contexts + 1, init=[])
         m.submodules.tags = tags = Memory(shape=128, depth=MAX_TAGS, init=[])
         table_rd, table_wr = table.read_port(), table.write_port()
@@ -318,6 +327,8 @@ class TlsTx(wiring.Component):
         ]
         save_chunk = Signal()
         feed_gcm(m, gcm, chunk, chunk_valid, load_state, save_chunk, state_taken)
+        if self.shared_gcm:
+            m.d.comb += self.gcm.hold.eq(in_engine)
 
         # ---- verdict and events
         verdict = Signal(TlsTxVerdict)
@@ -513,12 +524,16 @@ class TlsTx(wiring.Component):
                             m.d.sync += frame_bytes.eq(pos + kc)
                             m.next = "SAVE"
             with m.State("SAVE"):
+                # Leaving SAVE, the engine is done with this frame's state
+                # (saved, or abandoned with a dropped frame): a shared engine
+                # may go to the other direction.
                 with m.If(walk & in_engine):
                     m.d.comb += save_chunk.eq(1)
                     with m.If(gcm.i_chunk.ready):
-                        m.d.sync += save_issued.eq(1)
+                        m.d.sync += [save_issued.eq(1), in_engine.eq(0)]
                         m.next = "DRAIN"
                 with m.Else():
+                    m.d.sync += in_engine.eq(0)
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If((tags_received == tags_expected) & (~save_issued | got_state)):

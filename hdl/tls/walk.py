@@ -28,6 +28,7 @@ from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from ..crypto.gcm import GcmEngine, Kind
+from ..crypto.share import GcmUser, attach_engine
 from ..net.frame import WORD_BYTES, keep_count
 from .merge import CryptoMerge, MergeWord
 from .tx_context import HEADER_LEN, NONCE_LEN, TAG_LEN, record_length
@@ -149,20 +150,30 @@ class RecordStep:
         self.record_ends = self.tag & (o + n == rec_end)
 
 
-def cipher_path(m, out, merge_depth):
+def cipher_path(m, out, merge_depth, shared=None):
     """Add the GCM engine, the merge FIFO (``merge_depth`` words: more than the
     engine's latency, so the walker does not wait on the merge) and the merge,
     with the merged frames on ``out`` (a flipped ``stream.Signature(FrameWord)``).
+    With ``shared`` (the engine's :class:`~..crypto.share.GcmUser` port), the
+    engine is outside and reached through it instead.
     Returns ``(gcm, merge_fifo)``: the walker writes :class:`~.merge.MergeWord`
-    entries into the FIFO and chunks into the engine."""
-    m.submodules.gcm = gcm = GcmEngine()
+    entries into the FIFO and chunks into ``gcm`` (the engine's streams, as a
+    user drives them)."""
+    if shared is None:
+        m.submodules.gcm = engine = GcmEngine()
+        gcm = GcmUser().flip().create(path=("gcm",))
+        attach_engine(m, engine, gcm)
+    else:
+        gcm = shared
     m.submodules.merge_fifo = merge_fifo = SyncFIFOBuffered(
         width=MergeWord.as_shape().size, depth=merge_depth)
     m.submodules.merge = merge = CryptoMerge()
     m.d.comb += [merge.words.valid.eq(merge_fifo.r_rdy),
                  merge.words.payload.eq(merge_fifo.r_data),
                  merge_fifo.r_en.eq(merge.words.ready)]
-    wiring.connect(m, gcm.o_chunk, merge.chunks)
+    m.d.comb += [merge.chunks.valid.eq(gcm.o_chunk.valid),
+                 merge.chunks.payload.eq(gcm.o_chunk.payload),
+                 gcm.o_chunk.ready.eq(merge.chunks.ready)]
     wiring.connect(m, merge.o, out)
     return gcm, merge_fifo
 
