@@ -61,11 +61,12 @@ def _nist_records(name, rng):
     return recs
 
 
-def _run(tmp_path, runs):
+def _run(tmp_path, runs, **engine):
     sys.path.insert(0, str(TB_DIR))
     jobs = tmp_path / "jobs.json"
     jobs.write_text(json.dumps([dict(r, records=[x.to_json() for x in r["records"]]) for r in runs]))
-    engine_run().test("tb_gcm", test_dir=tmp_path / "run", extra_env={"TLSNIC_GCM_JOBS": str(jobs)})
+    engine_run(**engine).test("tb_gcm", test_dir=tmp_path / "run",
+                              extra_env={"TLSNIC_GCM_JOBS": str(jobs)})
 
 
 def _knobs(seed, **kw):
@@ -162,3 +163,18 @@ def test_shared_engine_two_users(tmp_path):
     jobs.write_text(json.dumps([dict(r, records=[x.to_json() for x in r["records"]]) for r in runs]))
     CocotbRun(Design("tlsnic.hdl.crypto.share:make_share", "gcm_share")).test(
         "tb_gcm_share", test_dir=tmp_path / "run", extra_env={"TLSNIC_GCM_JOBS": str(jobs)})
+
+
+@pytest.mark.cosim
+def test_engine_with_folded_aes(tmp_path):
+    """The engine with the board-rate AES (four iterative cores, a slot every 4
+    clocks): the NIST vectors of both sizes and random records with seeks,
+    segments, gaps and back-pressure, the same checks as the full-rate engine."""
+    rng = random.Random(15)
+    nist = [r for name in ("gcmEncryptExtIV128.rsp", "gcmDecrypt256.rsp")
+            for r in _nist_records(name, rng)[::4]]
+    _run(tmp_path, [
+        dict(_knobs(9), records=nist, name="nist"),
+        dict(_knobs(10, gap=0.2, backpressure=0.2, chunking="random", segment=0.2, interleave=3),
+             records=_random_records(rng, 60, 600, seek=True), name="random"),
+    ], aes_cores=4)

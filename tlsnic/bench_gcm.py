@@ -410,11 +410,13 @@ def _cocotb_tests():
 _cocotb_tests()
 
 
-def engine_run():
-    """The cocotb runner for the engine top (shared with the tests)."""
+def engine_run(**params):
+    """The cocotb runner for the engine top (shared with the tests); ``params``
+    go to :class:`~tlsnic.hdl.crypto.gcm.GcmEngine` (``aes_cores=4``: the
+    board-rate AES)."""
     from tlsnic.cosim.build import Design
     from tlsnic.cosim.runner import CocotbRun
-    return CocotbRun(Design("tlsnic.hdl.crypto.gcm:make_engine", "gcm_engine"))
+    return CocotbRun(Design("tlsnic.hdl.crypto.gcm:make_engine", "gcm_engine", **params))
 
 
 def main(argv: list[str]) -> int:

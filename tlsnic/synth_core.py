@@ -24,6 +24,9 @@ CORES = {
     "gcm": ("tlsnic.hdl.crypto.gcm", "GcmEngine", "gcm_engine"),
     "aes": ("tlsnic.hdl.crypto.aes", "AesPipeline", "aes_pipeline"),
     "ghash": ("tlsnic.hdl.crypto.ghash", "GfMul", "gf_mul"),
+    "aes-folded": ("tlsnic.hdl.crypto.aes_folded", "AesFolded", "aes_folded"),
+    # The engine with the board-rate AES (four iterative cores, a slot every 4 clocks).
+    "gcm-folded": ("tlsnic.hdl.crypto.gcm", "GcmEngine", "gcm_engine", {"aes_cores": 4}),
 }
 
 
@@ -125,8 +128,8 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
     """
     import importlib
     from amaranth.back import rtlil
-    modname, cls, top = CORES[core]
-    comp = getattr(importlib.import_module(modname), cls)()
+    modname, cls, top, *params = CORES[core]
+    comp = getattr(importlib.import_module(modname), cls)(**(params[0] if params else {}))
     out = _REPO / "build" / "synth" / (core + (f"-{tag}" if tag else ""))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

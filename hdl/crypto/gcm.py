@@ -92,6 +92,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .aes import LATENCY as AES_LATENCY, AesPipeline
+from .aes_folded import FOLDED_LATENCY, AesFolded
 from .ghash import _xor_tree, gf_mul_wide_parts, gf_reduce, gf_square
 
 __all__ = [
@@ -295,19 +296,33 @@ class GcmEngine(wiring.Component):
     o_state: Out(stream.Signature(GcmState))
     o_tag: Out(stream.Signature(TagResult))
 
-    def __init__(self, fifo_depth=32):
+    def __init__(self, fifo_depth=32, aes_cores=0):
         # Loads in flight between the front end and the AES output (where the
         # FIFO is read): the AES pipeline holds at most AES_LATENCY (29) slots,
         # and a full FIFO refuses a write even in the cycle it is read, so 30
         # never stalls, even for one-chunk segments; 32 keeps the pointers
         # plain binary counters.
         self.fifo_depth = fifo_depth
+        #: 0: the unrolled AES pipeline, one slot per clock. n: n iterative
+        #: AES cores (:class:`~.aes_folded.AesFolded`), a slot every
+        #: ceil(15 / n) clocks at most: the boards' rate, 40 EBR instead of 140.
+        self.aes_cores = aes_cores
+        self.latency = 1 + (FOLDED_LATENCY if aes_cores else AES_LATENCY) + 5
         super().__init__()
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.aes = aes = AesPipeline(side_width=_Slot.as_shape().size,
-                                                en_width=AES_LATENCY)
+        slot_width = _Slot.as_shape().size
+        if self.aes_cores:
+            m.submodules.aes = aes = AesFolded(cores=self.aes_cores, side_width=slot_width)
+            aes_stages = 1
+            # Slots enter only when a core takes them; the other clocks are
+            # empty slots down the back end.
+            turn = aes.turn
+        else:
+            m.submodules.aes = aes = AesPipeline(side_width=slot_width, en_width=AES_LATENCY)
+            aes_stages = AES_LATENCY
+            turn = C(1)
         m.submodules.rfifo = rfifo = SyncFIFO(width=GcmState.as_shape().size, depth=self.fifo_depth)
 
         o_chunk, o_state, o_tag = self.o_chunk, self.o_state, self.o_tag
@@ -321,7 +336,7 @@ class GcmEngine(wiring.Component):
         adv = {k: Signal(init=1, name=f"adv_{k}", attrs={"keep": 1})
                for k in ("front", "r", "a", "b", "c1", "c2", "d")}
         adv_aes = [Signal(init=1, name=f"adv_aes{i}", attrs={"keep": 1})
-                   for i in range(AES_LATENCY)]
+                   for i in range(aes_stages)]
         m.d.comb += aes.en.eq(Cat(*adv_aes))
 
         # ---------------------------------------------------------------- front end
@@ -338,7 +353,7 @@ class GcmEngine(wiring.Component):
         with m.Else():
             m.d.comb += cur.eq(front)
         go = Signal()
-        m.d.comb += go.eq(adv["front"] & self.i_chunk.valid
+        m.d.comb += go.eq(adv["front"] & turn & self.i_chunk.valid
                           & (~need_load | (self.i_state.valid & rfifo.w_rdy)))
 
         # The front end mirrors the back end's byte positions (keystream, GHASH

@@ -1,0 +1,163 @@
+"""AES-128/256 at a fraction of the rate: a few iterative cores taking blocks in turn.
+
+The first piece of the board-rate GCM engine (``hdl/crypto/README.md``, "Next:
+a board-rate engine"). :class:`~.aes.AesPipeline` unrolls all 14 rounds: one
+block per clock, 140 EBR. The boards need an eighth of that, so
+:class:`AesFolded` has ``cores`` iterative cores of one round per clock (16
+data and 4 key S-box lookups each, 10 EBR), which take blocks in turn: one
+block every ``cores`` enabled clocks, at a fixed latency, with the same
+members as the pipeline (``en`` stall, ``side`` payload), so an engine can
+swap one for the other if its front end issues blocks only when ``turn`` says.
+
+A core's round is one clock: the S-box ROMs' registered outputs are the
+round's state register, ShiftRows is wiring, and MixColumns and AddRoundKey
+lead to the next round's ROM addresses. The round key is expanded on the fly
+as in the pipeline (its last word's SubWord read beside the data S-boxes),
+from the two previous round keys each core keeps. Every block takes 14
+rounds; an AES-128 block is done after 10 and waits, so both key sizes have
+the same latency.
+
+Timeline of one block in core ``c`` (clocks counted in enabled cycles):
+clock 0 (``turn`` and core ``c``'s slot): the ROMs read ``pt ^ rk0``; clocks
+1..14: round ``r`` = clock ``r`` computes ``rk_r`` and the round from the ROM
+outputs and (rounds < 14) the ROMs read the next addresses; clock 15: the
+result and the block's ``side`` are registered on ``ct`` / ``side_out``.
+"""
+
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .aes import RCON, _SboxBank, _bytes, _mix_columns, _shift_rows, _xor_words
+
+__all__ = ["FOLDED_LATENCY", "AesFolded"]
+
+#: Enabled clocks from a block taken to its ciphertext on ``ct``.
+FOLDED_LATENCY = 16
+_ROUNDS = 14
+
+
+class AesFolded(wiring.Component):
+    """AES-128/256 encryption by ``cores`` iterative cores, one block every ``cores`` clocks.
+
+    Parameters
+    ----------
+    cores : int
+        Iterative cores (at least 1; each is busy for 15 of every
+        ``cores * ceil(15 / cores)`` clocks, so any count works).
+    side_width : int
+        Width of the payload that travels alongside each block.
+
+    Members
+    -------
+    en : In(1)
+        Advance: when low, nothing moves.
+    turn : Out(1)
+        A block presented in this (enabled) clock is taken. Blocks presented
+        in other clocks are ignored (and so is their ``side``).
+    pt, key, aes256, side : In
+        As :class:`~.aes.AesPipeline`'s.
+    ct, side_out : Out
+        The block taken :data:`FOLDED_LATENCY` enabled clocks earlier, and its
+        ``side``; ``side_out`` is 0 in the clocks between results.
+    """
+
+    def __init__(self, cores=4, side_width=1):
+        assert cores >= 1
+        self.cores = cores
+        # Clocks between a core's turns: the turn order repeats every `period`
+        # clocks, at least the 15 a core is busy.
+        self.spacing = -(-(_ROUNDS + 1) // cores)
+        self.period = self.spacing * cores
+        self.side_width = side_width
+        super().__init__({
+            "en": In(1), "turn": Out(1), "pt": In(128), "key": In(256), "aes256": In(1),
+            "side": In(side_width), "ct": Out(128), "side_out": Out(side_width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self.en
+
+        # Clock within the turn period; core c loads at clock c * spacing.
+        phase = Signal(range(self.period))
+        with m.If(en):
+            m.d.sync += phase.eq(Mux(phase == self.period - 1, 0, phase + 1))
+        m.d.comb += self.turn.eq(phase % self.spacing == 0)
+
+        # The side payload in a delay line, with its block's core.
+        side_line = [Cat(self.side, self.turn)]
+        for k in range(FOLDED_LATENCY):
+            reg = Signal(len(side_line[0]), name=f"side_d{k}", reset_less=k > 0)
+            with m.If(en):
+                m.d.sync += reg.eq(side_line[-1])
+            side_line.append(reg)
+        taken = side_line[-1][-1]
+        m.d.comb += self.side_out.eq(Mux(taken, side_line[-1][:self.side_width], 0))
+
+        results = [self._core(m, c, phase) for c in range(self.cores)]
+        # The core whose block was taken FOLDED_LATENCY - 1 clocks ago
+        # finishes in this clock: its result goes to ct.
+        with m.If(en):
+            with m.Switch(phase):
+                for p in range(self.period):
+                    for c in range(self.cores):
+                        if (p - (FOLDED_LATENCY - 1) - c * self.spacing) % self.period == 0:
+                            with m.Case(p):
+                                m.d.sync += self.ct.eq(results[c])
+        return m
+
+    def _core(self, m, c, phase):
+        en = self.en
+        start = phase == c * self.spacing
+        rnd = Signal(range(_ROUNDS + 2), name=f"c{c}_round")   # 1..14 while busy, 0 idle
+        a256 = Signal(name=f"c{c}_a256")
+        rkA = Signal(128, name=f"c{c}_rkA")     # rk(r-2): at round 1 the key's high half
+        rkB = Signal(128, name=f"c{c}_rkB")     # rk(r-1)
+        out = Signal(128, name=f"c{c}_out")
+        data_sb = m.submodules[f"c{c}_sb"] = _SboxBank(16)
+        key_sb = m.submodules[f"c{c}_ksb"] = _SboxBank(4)
+        m.d.comb += [data_sb.en.eq(en), key_sb.en.eq(en)]
+
+        sb_q, t = data_sb.data, key_sb.data
+        t_rot = Cat(t[8:32], t[:8])
+        # Round constants by round, selected by the round counter.
+        rc128 = Array(C(RCON[r] if 1 <= r <= 10 else 0, 8) for r in range(_ROUNDS + 2))[rnd]
+        rc256 = Array(C(RCON[r // 2] if r % 2 == 0 and r >= 2 else 0, 8)
+                      for r in range(_ROUNDS + 2))[rnd]
+        odd = rnd[0]
+        T = Signal(32, name=f"c{c}_T")
+        with m.If(a256 & odd):
+            m.d.comb += T.eq(t)                         # SubWord without RotWord
+        with m.Elif(a256):
+            m.d.comb += T.eq(t_rot ^ rc256)
+        with m.Else():
+            m.d.comb += T.eq(t_rot ^ rc128)
+        base = Mux(a256, rkA, rkB)
+        w = Cat(*[T ^ _xor_words(base, j + 1) for j in range(4)])
+        rk = Signal(128, name=f"c{c}_rk")
+        m.d.comb += rk.eq(Mux(a256 & (rnd == 1), rkA, w))
+
+        sr = _shift_rows(_bytes(sb_q, 16))
+        mixed = Cat(*_mix_columns(sr)) ^ rk
+        last = Cat(*sr) ^ rk
+        final = Mux(a256, rnd == 14, rnd == 10)
+
+        with m.If(start):
+            # Round 1's ROM reads: pt ^ rk0, and SubWord of rk0's last word
+            # (AES-128; AES-256's rk1 is the key's high half, read later).
+            m.d.comb += [data_sb.addr.eq(self.pt ^ self.key[:128]),
+                         key_sb.addr.eq(self.key[96:128])]
+            with m.If(en):
+                m.d.sync += [rnd.eq(1), a256.eq(self.aes256),
+                             rkA.eq(self.key[128:]), rkB.eq(self.key[:128])]
+        with m.Else():
+            # Next round's ROM reads: this round's state and rk_r's last word
+            # (AES-256 reads it for every round; AES-128 too).
+            m.d.comb += [data_sb.addr.eq(mixed), key_sb.addr.eq(rk[96:128])]
+            with m.If(en & (rnd != 0)):
+                m.d.sync += [rkA.eq(rkB), rkB.eq(rk),
+                             rnd.eq(Mux(rnd == _ROUNDS, 0, rnd + 1))]
+                with m.If(final):
+                    m.d.sync += out.eq(last)
+        return out
