@@ -85,10 +85,11 @@ class AesFolded(wiring.Component):
             m.d.sync += phase.eq(Mux(phase == self.period - 1, 0, phase + 1))
         m.d.comb += self.turn.eq(phase % self.spacing == 0)
 
-        # The side payload in a delay line, with its block's core.
+        # The side payload in a delay line, with whether a core took it. It
+        # has a reset, as in the pipeline: after a reset no stale slot comes out.
         side_line = [Cat(self.side, self.turn)]
         for k in range(FOLDED_LATENCY):
-            reg = Signal(len(side_line[0]), name=f"side_d{k}", reset_less=k > 0)
+            reg = Signal(len(side_line[0]), name=f"side_d{k}")
             with m.If(en):
                 m.d.sync += reg.eq(side_line[-1])
             side_line.append(reg)
