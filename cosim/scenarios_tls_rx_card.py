@@ -298,7 +298,6 @@ async def tls_rx_card_bad_input(dev, wire):
     return await run.finish()
 
 
-
 async def tls_both_ways(dev, wire, *, rx_sizes=(16384, 300, 16384, 0, 16384), tx_sizes=(16384,) * 4,
                         mss=1448):
     """TLS both ways at once: receive records queued on the wire, then the kTLS

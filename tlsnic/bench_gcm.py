@@ -156,6 +156,15 @@ class GcmDriver:
         self.prefix = prefix
         self.cycles = 0
         self.first_out = None
+        self.taken_at = []       # the cycle of each input chunk the engine took
+
+    @classmethod
+    def from_job(cls, dut, run, prefix=""):
+        """A driver with a job's knobs (``seed``, ``gap``, ``backpressure``,
+        ``chunking``, ``segment``, ``interleave``: see ``tests/test_crypto_gcm.py``)."""
+        return cls(dut, random.Random(run["seed"]), gap=run["gap"], backpressure=run["backpressure"],
+                   chunking=run["chunking"], segment=run["segment"],
+                   interleave=run["interleave"], prefix=prefix)
 
     def _sizes(self, n, first):
         out = []
@@ -268,6 +277,7 @@ class GcmDriver:
                     exp_tags.append(r)
                 if first_in is None:
                     first_in = cycles
+                self.taken_at.append(cycles)
                 if hold is not None:
                     hold.value = int(not (save or last))
                 i += 1
@@ -345,8 +355,8 @@ def _bench_records(key_len, size, count, rng):
     return recs
 
 
-async def _bench_body(dut):
-    """cocotb side of the benchmark (run by :func:`main` through the cosim runner)."""
+async def start_engine(dut):
+    """Start the engine top's 8 ns clock and take it through one clock of reset."""
     import cocotb
     from cocotb.clock import Clock
     from cocotb.triggers import RisingEdge
@@ -354,6 +364,11 @@ async def _bench_body(dut):
     dut.rst.value = 1
     await RisingEdge(dut.clk)
     dut.rst.value = 0
+
+
+async def _bench_body(dut):
+    """cocotb side of the benchmark (run by :func:`main` through the cosim runner)."""
+    await start_engine(dut)
     rng = random.Random(7)
     out = {"bits_per_clock": {}, "latency_cycles": None}
     sim_cycles = 0

@@ -212,7 +212,10 @@ def main(argv):
         print(f"  log: {e.log}", file=sys.stderr)
         if args.json:
             blob = json.dumps({"board": args.board, "command": command, **e.to_json()}, indent=2)
-            print(blob) if args.json == "-" else Path(args.json).write_text(blob + "\n")
+            if args.json == "-":
+                print(blob)
+            else:
+                Path(args.json).write_text(blob + "\n")
         return 1
     if args.json == "-":
         print(json.dumps(res, indent=2))

@@ -365,7 +365,8 @@ class GcmEngine(wiring.Component):
         nxt = Signal(_Front)
         consume = Signal()
         is_text = ch.kind == Kind.TEXT
-        m.d.comb += [nxt.eq(cur), slot.load.eq(need_load), slot.dec.eq(cur.decrypt), slot.user.eq(ch.user),
+        m.d.comb += [nxt.eq(cur), slot.load.eq(need_load), slot.dec.eq(cur.decrypt),
+                     slot.user.eq(ch.user),
                      slot.kpos.eq(cur.kpos), slot.tpos.eq(cur.tpos)]
         with m.If(cur.hgen):
             m.d.comb += [slot.op.eq(_Op.HGEN), pt.eq(0), nxt.hgen.eq(0)]

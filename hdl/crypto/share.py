@@ -46,7 +46,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from .gcm import LATENCY, Chunk, GcmEngine, GcmState, OutChunk, TagResult
+from .gcm import Chunk, GcmEngine, GcmState, OutChunk, TagResult
 
 __all__ = ["GcmUser", "GcmShare", "attach_engine", "make_share"]
 
@@ -107,52 +107,45 @@ class GcmShare(wiring.Component):
         # Saves in flight: at most one per slot of the engine plus its two
         # output buffers; 64 keeps the FIFO's pointers plain.
         m.submodules.saves = saves = SyncFIFO(width=1, depth=64)
-        assert saves.depth > LATENCY + 2
+        assert saves.depth > engine.latency + 2
         users = self.users
         owner = Signal(range(self.USERS))
-        other = Signal.like(owner)
-        m.d.comb += other.eq(~owner)
 
-        def owners(get):
-            return Array(get(u) for u in users)[owner]
-
-        def others(get):
-            return Array(get(u) for u in users)[other]
+        def pick(get, index):
+            return Array(get(u) for u in users)[index]
 
         m.d.comb += [
-            engine.i_chunk.valid.eq(owners(lambda u: u.i_chunk.valid)),
-            engine.i_chunk.payload.eq(owners(lambda u: u.i_chunk.payload.as_value())),
+            engine.i_chunk.valid.eq(pick(lambda u: u.i_chunk.valid, owner)),
+            engine.i_chunk.payload.eq(pick(lambda u: u.i_chunk.payload.as_value(), owner)),
             engine.i_chunk.payload.user.eq(owner),
-            engine.i_state.valid.eq(owners(lambda u: u.i_state.valid)),
-            engine.i_state.payload.eq(owners(lambda u: u.i_state.payload.as_value())),
+            engine.i_state.valid.eq(pick(lambda u: u.i_state.valid, owner)),
+            engine.i_state.payload.eq(pick(lambda u: u.i_state.payload.as_value(), owner)),
         ]
         for i, u in enumerate(users):
             mine = owner == i
             m.d.comb += [u.i_chunk.ready.eq(mine & engine.i_chunk.ready),
                          u.i_state.ready.eq(mine & engine.i_state.ready)]
 
-        idle = ~owners(lambda u: u.hold) & ~owners(lambda u: u.i_chunk.valid)
-        with m.If(idle & others(lambda u: u.i_chunk.valid)):
-            m.d.sync += owner.eq(other)
+        idle = ~pick(lambda u: u.hold, owner) & ~pick(lambda u: u.i_chunk.valid, owner)
+        with m.If(idle & pick(lambda u: u.i_chunk.valid, ~owner)):
+            m.d.sync += owner.eq(~owner)
 
         fire = engine.i_chunk.valid & engine.i_chunk.ready
         m.d.comb += [saves.w_en.eq(fire & engine.i_chunk.payload.save), saves.w_data.eq(owner)]
 
-        # Outputs, steered by their user.
-        for name in ("o_chunk", "o_tag"):
+        # Outputs, steered by their user: chunks and tags by the user bit the
+        # engine returns, saved states by the save FIFO.
+        def steer(name, to):
             src = getattr(engine, name)
-            dests = [getattr(u, name) for u in users]
-            for i, d in enumerate(dests):
-                m.d.comb += [d.valid.eq(src.valid & (src.payload.user == i)),
-                             d.payload.eq(src.payload)]
-            m.d.comb += src.ready.eq(Array(d.ready for d in dests)[src.payload.user])
-        src = engine.o_state
-        to = saves.r_data
-        for i, u in enumerate(users):
-            m.d.comb += [u.o_state.valid.eq(src.valid & (to == i)),
-                         u.o_state.payload.eq(src.payload)]
-        m.d.comb += [src.ready.eq(Array(u.o_state.ready for u in users)[to]),
-                     saves.r_en.eq(src.valid & src.ready)]
+            for i, u in enumerate(users):
+                dst = getattr(u, name)
+                m.d.comb += [dst.valid.eq(src.valid & (to == i)), dst.payload.eq(src.payload)]
+            m.d.comb += src.ready.eq(pick(lambda u: getattr(u, name).ready, to))
+            return src.valid & src.ready
+
+        steer("o_chunk", engine.o_chunk.payload.user)
+        steer("o_tag", engine.o_tag.payload.user)
+        m.d.comb += saves.r_en.eq(steer("o_state", saves.r_data))
         return m
 
 

@@ -161,7 +161,7 @@ def cipher_path(m, out, merge_depth, shared=None):
     user drives them)."""
     if shared is None:
         m.submodules.gcm = engine = GcmEngine()
-        gcm = GcmUser().flip().create(path=("gcm",))
+        gcm = GcmUser().create(path=("gcm",))
         attach_engine(m, engine, gcm)
     else:
         gcm = shared
@@ -171,9 +171,7 @@ def cipher_path(m, out, merge_depth, shared=None):
     m.d.comb += [merge.words.valid.eq(merge_fifo.r_rdy),
                  merge.words.payload.eq(merge_fifo.r_data),
                  merge_fifo.r_en.eq(merge.words.ready)]
-    m.d.comb += [merge.chunks.valid.eq(gcm.o_chunk.valid),
-                 merge.chunks.payload.eq(gcm.o_chunk.payload),
-                 gcm.o_chunk.ready.eq(merge.chunks.ready)]
+    wiring.connect(m, wiring.flipped(gcm.o_chunk), merge.chunks)
     wiring.connect(m, merge.o, out)
     return gcm, merge_fifo
 

@@ -7,28 +7,20 @@ driver's knobs (gaps, back-pressure, chunking, segmenting, interleaving).
 
 import json
 import os
-import random
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
 
-from tlsnic.bench_gcm import GcmDriver, Record
+from tlsnic.bench_gcm import GcmDriver, Record, start_engine
 
 
 @cocotb.test()
 async def gcm_jobs(dut):
-    cocotb.start_soon(Clock(dut.clk, 8, "ns").start())
-    dut.rst.value = 1
-    await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    await start_engine(dut)
     with open(os.environ["TLSNIC_GCM_JOBS"]) as f:
         runs = json.load(f)
     for n, run in enumerate(runs):
         records = [Record.from_json(r) for r in run["records"]]
-        drv = GcmDriver(dut, random.Random(run["seed"]), gap=run["gap"],
-                        backpressure=run["backpressure"], chunking=run["chunking"],
-                        segment=run["segment"], interleave=run["interleave"])
+        drv = GcmDriver.from_job(dut, run)
         await drv.run(records)
         dut._log.info("run %d (%s): %d records, %d cycles", n, run.get("name", ""), len(records),
                       drv.cycles)
