@@ -161,12 +161,18 @@ class _Ring:
             self.base = None
 
 
+#: Byte offset of the 8-byte word of a completion entry that holds ``phase``
+#: (its top bit, in every completion layout).
+_PHASE_WORD = DESC_BYTES - 8
+
+
 class _CompletionRing(_Ring):
     """A completion ring: entries are the host's when their phase bit says so."""
 
     def __init__(self, bus, block, log_size, layout):
         super().__init__(bus, block, log_size)
         self.layout = layout
+        assert unpack(layout, (1 << 8 * DESC_BYTES - 1).to_bytes(DESC_BYTES, "little")).phase
 
     async def create(self):
         """As :meth:`_Ring.create`, then mark every entry stale.
@@ -181,6 +187,29 @@ class _CompletionRing(_Ring):
             if stale:
                 await self.bus.mem_write(self.slot_addr(index), pack(self.layout, phase=stale))
 
+    async def take(self, limit=None):
+        """Return the raw entries the host owns, advancing ``index`` past them.
+
+        ``CONS`` is not written here: the caller publishes it once per batch.
+
+        Each entry is read in two steps, as mlx5 reads a CQE's owner byte
+        before the rest (with ``dma_rmb()`` between): the 8 bytes that hold the
+        phase bit, then, if the host owns the entry, all of it. The card
+        writes an entry in one burst, in address order, so its phase word
+        lands last: once that reads new, the whole entry is. Read in one
+        piece, the entry could be torn: its first word read before the card's
+        write and its phase word after (the board's host window serves reads
+        and writes independently), stale bytes under a valid phase.
+        """
+        entries = []
+        while limit is None or len(entries) < limit:
+            addr = self.slot_addr(self.index)
+            if not self.owned(bytes(_PHASE_WORD) + await self.bus.mem_read(addr + _PHASE_WORD, 8)):
+                break
+            entries.append(await self.bus.mem_read(addr, DESC_BYTES))
+            self.index = (self.index + 1) & INDEX_MASK
+        return entries
+
     def owned(self, raw):
         """True when the entry at ``index`` was written on the current pass.
 
@@ -190,19 +219,6 @@ class _CompletionRing(_Ring):
         """
         return unpack(self.layout, raw).phase == ((self.index >> self.log_size) & 1) ^ 1
 
-    async def take(self, limit=None):
-        """Return the raw entries the host owns, advancing ``index`` past them.
-
-        ``CONS`` is not written here: the caller publishes it once per batch.
-        """
-        entries = []
-        while limit is None or len(entries) < limit:
-            raw = await self.bus.mem_read(self.slot_addr(self.index), DESC_BYTES)
-            if not self.owned(raw):
-                break
-            entries.append(raw)
-            self.index = (self.index + 1) & INDEX_MASK
-        return entries
 
 
 class Device:
