@@ -166,13 +166,11 @@ def test_shared_engine_two_users(tmp_path):
 
 
 @pytest.mark.cosim
-@pytest.mark.slow
-def test_engine_with_folded_aes(tmp_path):
-    """The engine with the board-rate AES (four iterative cores, a slot every 4
-    clocks): the NIST vectors of both sizes and random records with seeks,
-    segments, gaps and back-pressure, the same checks as the full-rate engine.
-    Slow (its own engine build, ~4 CPU minutes) until a card uses the folded
-    engine; ``pytest -m slow -k folded``."""
+def test_board_rate_engine(tmp_path):
+    """The boards' engine (``aes_cores=4``: four iterative AES cores, a slot
+    every 4 clocks, the digit-serial GHASH multiply): the NIST vectors of both
+    sizes and random records with seeks, segments, gaps and back-pressure, the
+    same checks as the full-rate engine."""
     rng = random.Random(15)
     nist = [r for name in ("gcmEncryptExtIV128.rsp", "gcmDecrypt256.rsp")
             for r in _nist_records(name, rng)[::4]]

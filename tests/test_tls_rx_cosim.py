@@ -20,6 +20,7 @@ import pytest
 
 from tlsnic.cosim import scenarios_tls_rx, scenarios_tls_rx_card
 from tlsnic.cosim.cocotb_scenarios import run_on_gateware
+from tlsnic.hdl.board.top import BOARD_NIC
 
 pytestmark = pytest.mark.cosim
 
@@ -77,9 +78,11 @@ def card_stressed():
 
 @pytest.fixture(scope="module")
 def card_shared():
-    plain = run_on_gateware(_batch(SHARED), rx_contexts=256, shared_gcm=True, tag="tls_shared")
-    stressed = run_on_gateware(_batch(SHARED), rx_contexts=256, shared_gcm=True,
-                               tb_options=STRESS, tag="tls_shared_stress")
+    # The boards' engine: shared by both directions, folded AES, digit-serial GHASH.
+    board = {"shared_gcm": True, "gcm_aes_cores": BOARD_NIC["gcm_aes_cores"]}
+    plain = run_on_gateware(_batch(SHARED), rx_contexts=256, tag="tls_shared", **board)
+    stressed = run_on_gateware(_batch(SHARED), rx_contexts=256, tb_options=STRESS,
+                               tag="tls_shared_stress", **board)
     return {**plain, **{f"{k} stressed": v for k, v in stressed.items()}}
 
 

@@ -435,12 +435,15 @@ def engine_run(**params):
 
 
 def main(argv: list[str]) -> int:
-    """``tlsnic bench gcm [--json]``."""
+    """``tlsnic bench gcm [--json] [--aes-cores N]``."""
     ap = argparse.ArgumentParser(prog="tlsnic bench gcm", description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--aes-cores", type=int, default=0, metavar="N",
+                    help="the engine with N iterative AES cores (4: the boards' engine); "
+                         "default 0, the unrolled pipeline")
     args = ap.parse_args(argv)
     import tempfile
-    run = engine_run()
+    run = engine_run(**({"aes_cores": args.aes_cores} if args.aes_cores else {}))
     with tempfile.TemporaryDirectory() as tmp:
         outp = Path(tmp) / "bench.json"
         t0 = time.perf_counter()
@@ -448,10 +451,13 @@ def main(argv: list[str]) -> int:
                  extra_env={"TLSNIC_BENCH_OUT": str(outp)})
         res = json.loads(outp.read_text())
         res["wall_s"] = round(time.perf_counter() - t0, 1)
+        res["aes_cores"] = args.aes_cores
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
-    print("GCM engine, simulated (Verilator); 16-byte chunks, TLS 1.3 framing (5 B AAD, 16 B tag)")
+    kind = f"{args.aes_cores} iterative AES cores" if args.aes_cores else "unrolled AES"
+    print(f"GCM engine ({kind}), simulated (Verilator); 16-byte chunks, "
+          "TLS 1.3 framing (5 B AAD, 16 B tag)")
     print(f"{'record':>8} " + " ".join(f"{k:>10}" for k in res["bits_per_clock"]))
     for size in ("16", "256", "1024", "16384"):
         print(f"{size + ' B':>8} " + " ".join(f"{res['bits_per_clock'][k][size]:>10}"

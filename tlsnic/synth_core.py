@@ -24,8 +24,10 @@ CORES = {
     "gcm": ("tlsnic.hdl.crypto.gcm", "GcmEngine", "gcm_engine"),
     "aes": ("tlsnic.hdl.crypto.aes", "AesPipeline", "aes_pipeline"),
     "ghash": ("tlsnic.hdl.crypto.ghash", "GfMul", "gf_mul"),
+    "ghash-serial": ("tlsnic.hdl.crypto.ghash", "GfMulSerial", "gf_mul_serial", {"digits": 4}),
     "aes-folded": ("tlsnic.hdl.crypto.aes_folded", "AesFolded", "aes_folded"),
-    # The engine with the board-rate AES (four iterative cores, a slot every 4 clocks).
+    # The board-rate engine: four iterative AES cores (a slot every 4 clocks)
+    # and the digit-serial GHASH multiply.
     "gcm-folded": ("tlsnic.hdl.crypto.gcm", "GcmEngine", "gcm_engine", {"aes_cores": 4}),
 }
 

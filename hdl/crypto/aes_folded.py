@@ -30,11 +30,16 @@ from amaranth.lib.wiring import In, Out
 
 from .aes import RCON, _SboxBank, _bytes, _mix_columns, _shift_rows, _xor_words
 
-__all__ = ["FOLDED_LATENCY", "AesFolded"]
+__all__ = ["FOLDED_LATENCY", "AesFolded", "turn_spacing"]
 
 #: Enabled clocks from a block taken to its ciphertext on ``ct``.
 FOLDED_LATENCY = 16
 _ROUNDS = 14
+
+
+def turn_spacing(cores):
+    """Clocks between turns of ``cores`` cores: each is busy for 15 clocks a block."""
+    return -(-(_ROUNDS + 1) // cores)
 
 
 class AesFolded(wiring.Component):
@@ -67,7 +72,7 @@ class AesFolded(wiring.Component):
         self.cores = cores
         # Clocks between a core's turns: the turn order repeats every `period`
         # clocks, at least the 15 a core is busy.
-        self.spacing = -(-(_ROUNDS + 1) // cores)
+        self.spacing = turn_spacing(cores)
         self.period = self.spacing * cores
         self.side_width = side_width
         super().__init__({

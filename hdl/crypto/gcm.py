@@ -53,6 +53,13 @@ output stalls the whole pipeline (a global enable, a register kept in one copy
 per stage so that no net spans the chip); ``valid`` of every output is a
 register and never depends on ``ready``.
 
+With ``aes_cores`` (the boards' engine), :class:`~.aes_folded.AesFolded`
+replaces the pipeline (16 cycles) and the front end issues a slot only on a
+core's turn, every 4 clocks for 4 cores; the GHASH multiply is then
+digit-serial (:class:`~.ghash.GfMulSerial`, 32 bits of the block a clock over
+4 clocks, a quarter of the multiplier), and a slot waits for its product in
+three more register stages between ``C1`` and ``C2``. Latency 25 cycles.
+
 For timing, no byte shifter of the back end takes its shift amount from a
 stage's own loop: the front end mirrors the keystream position, the GHASH
 packing count and the tag position (it sees every chunk first) and each slot
@@ -92,8 +99,8 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .aes import LATENCY as AES_LATENCY, AesPipeline
-from .aes_folded import FOLDED_LATENCY, AesFolded
-from .ghash import _xor_tree, gf_mul_wide_parts, gf_reduce, gf_square
+from .aes_folded import FOLDED_LATENCY, AesFolded, turn_spacing
+from .ghash import GfMulSerial, _xor_tree, gf_mul_wide_parts, gf_reduce, gf_square
 
 __all__ = [
     "Kind", "Chunk", "OutChunk", "TagResult", "GcmState", "GcmEngine", "LATENCY",
@@ -307,7 +314,15 @@ class GcmEngine(wiring.Component):
         #: AES cores (:class:`~.aes_folded.AesFolded`), a slot every
         #: ceil(15 / n) clocks at most: the boards' rate, 40 EBR instead of 140.
         self.aes_cores = aes_cores
-        self.latency = 1 + (FOLDED_LATENCY if aes_cores else AES_LATENCY) + 5
+        #: Clocks of one GHASH product: 1 for the unrolled pipeline (two
+        #: pipelined stages, a block every clock); with folded AES the slots are
+        #: a core's spacing apart, so a digit-serial multiply may take as many
+        #: clocks (up to 4: a quarter of the multiplier), and the slot waits for
+        #: it in ``digits - 1`` more stages between C1 and C2.
+        self.mul_digits = 1
+        if aes_cores:
+            self.mul_digits = max(d for d in (1, 2, 4) if d <= turn_spacing(aes_cores))
+        self.latency = 1 + (FOLDED_LATENCY if aes_cores else AES_LATENCY) + 5 + self.mul_digits - 1
         super().__init__()
 
     def elaborate(self, platform):
@@ -333,8 +348,9 @@ class GcmEngine(wiring.Component):
         # register is replicated, one copy per pipeline stage (``keep``: Yosys
         # would merge identical flip-flops; ``tlsnic synth`` marks the cells),
         # so each enable net stays within its stage.
+        waits = [f"c1w{i}" for i in range(self.mul_digits - 1)]
         adv = {k: Signal(init=1, name=f"adv_{k}", attrs={"keep": 1})
-               for k in ("front", "r", "a", "b", "c1", "c2", "d")}
+               for k in ("front", "r", "a", "b", "c1", *waits, "c2", "d")}
         adv_aes = [Signal(init=1, name=f"adv_aes{i}", attrs={"keep": 1})
                    for i in range(aes_stages)]
         m.d.comb += aes.en.eq(Cat(*adv_aes))
@@ -616,22 +632,34 @@ class GcmEngine(wiring.Component):
         # value is a register: the restored one (b_lacc), the one restored by
         # the slot now in C2 (same context; c1_lacc, chosen by its next lane),
         # or C2's own. Every select is a register bit (NONE slots never load).
+        # (With a digit-serial multiply the blocks are further apart, and the
+        # lane's last block has passed C2 too.)
         prev = Signal(128)
         c1_lacc = Signal(128, reset_less=True)
+        c2_load = Signal()               # the slot now in C2 loads (driven below)
+        c2_lacc = Signal(128)            # ... and its c1_lacc
         with m.If(s.load):
             m.d.comb += prev.eq(b_lacc)
-        with m.Elif(c1_s.load):
-            m.d.comb += prev.eq(c1_lacc)
+        with m.Elif(c2_load):
+            m.d.comb += prev.eq(c2_lacc)
         with m.Else():
             m.d.comb += prev.eq(Mux(own_c1.lane, own_c2.acc1, own_c2.acc))
         mul_b = Signal(128)
         m.d.comb += mul_b.eq(prev ^ b_x)
-        parts = gf_mul_wide_parts(m, b_k, mul_b, _MUL_PARTS, name="ghash")
+        if self.mul_digits == 1:
+            parts = gf_mul_wide_parts(m, b_k, mul_b, _MUL_PARTS, name="ghash")
+        else:
+            # Every live slot starts a product (slots are at least
+            # mul_digits clocks apart); C2 reads it when the slot gets there.
+            m.submodules.ghash = ghash = GfMulSerial(self.mul_digits)
+            m.d.comb += [ghash.en.eq(adv["c1"]), ghash.start.eq(live_c1),
+                         ghash.a.eq(b_k), ghash.b.eq(mul_b)]
+            parts = []
         with m.If(b_en):
             m.d.comb += bn.lane.eq(~bc.lane)
         with m.If(s.op == _Op.LEN):
             m.d.comb += bn.lane.eq(0)
-        c1_parts = [Signal(255, name=f"c1_part{i}", reset_less=True) for i in range(_MUL_PARTS)]
+        c1_parts = [Signal(255, name=f"c1_part{i}", reset_less=True) for i in range(len(parts))]
         c1_en = Signal()
         c1_lane = Signal()
         c1_ej0 = Signal(128, reset_less=True)
@@ -647,6 +675,18 @@ class GcmEngine(wiring.Component):
             with m.If(live_c1):
                 m.d.sync += own_c1.eq(bn)
 
+        # The digit-serial multiply's wait: the slot and what C2 takes from C1,
+        # through mul_digits - 1 more stages (plain registers).
+        for w in waits:
+            carried = {"s": c1_s, "st": c1_st, "en": c1_en, "lane": c1_lane, "lacc": c1_lacc,
+                       "ej0": c1_ej0, "tdata": c1_tdata, "tm": c1_tm, "enc_tag": c1_enc_tag}
+            later = [Signal.like(c, name=f"{w}_{k}") for k, c in carried.items()]
+            carried = carried.values()
+            with m.If(adv[w]):
+                m.d.sync += [l.eq(c) for l, c in zip(later, carried)]
+            c1_s, c1_st, c1_en, c1_lane, c1_lacc, c1_ej0, c1_tdata, c1_tm, c1_enc_tag = later
+
+        m.d.comb += [c2_load.eq(c1_s.load), c2_lacc.eq(c1_lacc)]
         s = c1_s
         live_c2 = s.op != _Op.NONE
         bc = Signal(GcmState)
@@ -655,7 +695,7 @@ class GcmEngine(wiring.Component):
         m.d.comb += bn.eq(bc)
         ej0 = Signal(128, reset_less=True)
         prod = Signal(128)
-        m.d.comb += prod.eq(gf_reduce(_xor_tree(c1_parts)))
+        m.d.comb += prod.eq(gf_reduce(_xor_tree(c1_parts)) if c1_parts else ghash.p)
         with m.If(s.op == _Op.LEN):
             m.d.comb += [bn.acc.eq(prod ^ Mux(c1_lane, bc.acc, bc.acc1) ^ ej0), bn.acc1.eq(0),
                          bn.final.eq(1)]

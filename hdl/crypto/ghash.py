@@ -16,6 +16,17 @@ as partial sums that a pipeline registers, then XORs and reduces
 (:func:`gf_reduce`) one cycle later; the GCM engine uses it with two
 interleaved accumulators and ``H^2`` (:func:`gf_square`, a linear map), see
 :mod:`.gcm`. :func:`gf_mul_parts` is the same split with each part reduced.
+
+Digit-serial use
+----------------
+The board-rate engine takes a block every 4 clocks at most, so one product
+may take 4 clocks. :class:`GfMulSerial` multiplies ``a`` by ``b`` one 32-bit
+digit of ``b`` per clock: ``a * b = sum_k (a * x^(32k) mod P) * b_k``, with
+``a * x^(32k)`` carried from clock to clock by :func:`gf_times_xn` (a shift
+and one fold: at most five bits XORed per output bit) and the partial
+products (:func:`gf_mul_digit`, 128 x 32 ANDs and an XOR tree) summed
+unreduced. A quarter of the ANDs and XORs of a whole product, and one
+reduction at the end.
 """
 
 from amaranth import *
@@ -23,7 +34,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["coeffs", "from_coeffs", "gf_mul", "gf_mul_parts", "gf_mul_wide_parts", "gf_reduce",
-           "gf_square", "gf_mul_ref", "GfMul"]
+           "gf_square", "gf_mul_digit", "gf_times_xn", "gf_mul_ref", "GfMul", "GfMulSerial"]
 
 
 def coeffs(v):
@@ -81,16 +92,17 @@ def _reduce_matrix():
 
 
 def gf_reduce(w):
-    """Packed block of a 255-coefficient polynomial ``w`` mod P: a linear map.
+    """Packed block of a polynomial ``w`` of up to 255 coefficients, mod P: a linear map.
 
     Each output bit is the XOR of at most eight coefficients of ``w``.
     """
     w = Value.cast(w)
+    assert len(w) <= 255
     pk = [8 * (k // 8) + 7 - (k % 8) for k in range(128)]   # coefficient k -> packed bit
     cols = _reduce_matrix()
     out = [None] * 128
     for k in range(128):
-        out[pk[k]] = _xor_tree([w[i] for i in range(255) if cols[i] >> k & 1])
+        out[pk[k]] = _xor_tree([w[i] for i in range(len(w)) if cols[i] >> k & 1])
     return Cat(*out)
 
 
@@ -132,6 +144,25 @@ def gf_square(a):
     return Cat(*out)
 
 
+def gf_mul_digit(a, d):
+    """Unreduced product of ``a`` (128 coefficients) and a digit ``d`` (``w``
+    coefficients): ``127 + w`` coefficients, bit ``k`` the coefficient of ``x^k``."""
+    a, d = Value.cast(a), Value.cast(d)
+    w = len(d)
+    return _xor_tree([Cat(C(0, j), a & d[j].replicate(128), C(0, w - 1 - j)) for j in range(w)])
+
+
+def gf_times_xn(a, n):
+    """``a * x^n mod P`` on 128 coefficients (``n <= 121``): the coefficients
+    shifted out at the top fold back once, times ``x^7 + x^2 + x + 1``."""
+    assert 0 < n <= 121
+    a = Value.cast(a)
+    top = a[128 - n:]
+    fold = Cat(top, C(0, 7)) ^ Cat(C(0, 1), top, C(0, 6)) ^ Cat(C(0, 2), top, C(0, 5)) \
+        ^ Cat(C(0, 7), top)
+    return Cat(C(0, n), a[:128 - n]) ^ fold
+
+
 def gf_mul_ref(x: bytes, y: bytes) -> bytes:
     """Python reference (SP 800-38D algorithm 1) on 16-byte blocks."""
     X, V = int.from_bytes(x, "big"), int.from_bytes(y, "big")
@@ -164,4 +195,51 @@ class GfMul(wiring.Component):
         m = Module()
         a, b = Signal(128), Signal(128)
         m.d.sync += [a.eq(self.a), b.eq(self.b), self.p.eq(gf_mul(m, a, b))]
+        return m
+
+
+class GfMulSerial(wiring.Component):
+    """GHASH multiplier that takes ``digits`` clocks: one digit of ``b`` a clock.
+
+    Parameters
+    ----------
+    digits : int
+        Clocks per product (1, 2, 4 or 8): the digit is ``128 / digits`` bits.
+
+    Members
+    -------
+    en : In(1)
+        Advance: when low, nothing moves.
+    start : In(1)
+        Take ``a`` and ``b`` in this (enabled) clock; it is the product's first.
+    a, b : In(128)
+        Packed blocks, read only in the ``start`` clock.
+    p : Out(128)
+        ``a * b`` after ``digits`` enabled clocks (the ``start`` clock counted),
+        combinational from the register of unreduced sums. It stays until the
+        next ``start``: the digits run out as zeros.
+    """
+
+    def __init__(self, digits=4):
+        assert digits in (1, 2, 4, 8)
+        self.digits = digits
+        super().__init__({"en": In(1), "start": In(1), "a": In(128), "b": In(128),
+                          "p": Out(128)})
+
+    def elaborate(self, platform):
+        m = Module()
+        w = 128 // self.digits
+        ca, cb = Signal(128), Signal(128)
+        m.d.comb += [ca.eq(coeffs(self.a)), cb.eq(coeffs(self.b))]
+        shifted = Signal(128)        # a * x^(w k) mod P for the next digit k
+        rest = Signal(128 - w)       # the digits still to go, the next one lowest
+        acc = Signal(127 + w)        # unreduced sum of the partial products so far
+        cur_a = Mux(self.start, ca, shifted)
+        cur_d = Mux(self.start, cb[:w], rest[:w])
+        with m.If(self.en):
+            m.d.sync += [acc.eq(Mux(self.start, 0, acc) ^ gf_mul_digit(cur_a, cur_d))]
+            if self.digits > 1:
+                m.d.sync += [shifted.eq(gf_times_xn(cur_a, w)),
+                             rest.eq(Mux(self.start, cb[w:], rest >> w))]
+        m.d.comb += self.p.eq(gf_reduce(acc))
         return m

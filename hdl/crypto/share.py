@@ -95,15 +95,22 @@ class GcmShare(wiring.Component):
     Members
     -------
     users : In(GcmUser).array(2)
+
+    Parameters
+    ----------
+    aes_cores : int
+        The engine's AES (:class:`~.gcm.GcmEngine`): 0 the unrolled pipeline,
+        n iterative cores.
     """
     USERS = 2
 
-    def __init__(self):
+    def __init__(self, aes_cores=0):
+        self.aes_cores = aes_cores
         super().__init__({"users": In(GcmUser()).array(self.USERS)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.engine = engine = GcmEngine()
+        m.submodules.engine = engine = GcmEngine(aes_cores=self.aes_cores)
         # Saves in flight: at most one per slot of the engine plus its two
         # output buffers; 64 keeps the FIFO's pointers plain.
         m.submodules.saves = saves = SyncFIFO(width=1, depth=64)

@@ -197,6 +197,9 @@ class TlsRx(wiring.Component):
     shared_gcm : bool
         Use a GCM engine outside (``gcm``, a :class:`~..crypto.share.GcmShare`
         user port) instead of one of its own.
+    aes_cores : int
+        Without ``shared_gcm``: the AES of its own engine (0: the unrolled
+        pipeline, n: n iterative cores; :class:`~..crypto.gcm.GcmEngine`).
 
     Members
     -------
@@ -207,11 +210,12 @@ class TlsRx(wiring.Component):
     ev_* : Out
         Counter strobes (one clock per frame or command), with amounts.
     """
-    def __init__(self, *, contexts=256, ports=1, shared_gcm=False):
+    def __init__(self, *, contexts=256, ports=1, shared_gcm=False, aes_cores=0):
         assert 2 <= contexts < 1 << 15
         self.contexts = contexts
         self.ports = ports
         self.shared_gcm = shared_gcm
+        self.aes_cores = aes_cores
         super().__init__({
             **({"gcm": Out(GcmUser())} if shared_gcm else {}),
             "ctl": In(TlsRxControl()),
@@ -228,7 +232,8 @@ class TlsRx(wiring.Component):
         m = Module()
         m.submodules.steer = steer = SteerTable(contexts=self.contexts)
         gcm, merge_fifo = cipher_path(m, wiring.flipped(self.rx.o), MERGE_FIFO_DEPTH,
-                                      shared=self.gcm if self.shared_gcm else None)
+                                      shared=self.gcm if self.shared_gcm else None,
+                                      aes_cores=self.aes_cores)
         m.submodules.scanner = scanner = HeaderScanner()
         m.submodules.table = table = Memory(shape=RxContext, depth=self.contexts + 1, init=[])
         table_rd, table_wr = table.read_port(), table.write_port()

@@ -138,6 +138,9 @@ class TlsTx(wiring.Component):
     shared_gcm : bool
         Use a GCM engine outside (``gcm``, a :class:`~..crypto.share.GcmShare`
         user port) instead of one of its own.
+    aes_cores : int
+        Without ``shared_gcm``: the AES of its own engine (0: the unrolled
+        pipeline, n: n iterative cores; :class:`~..crypto.gcm.GcmEngine`).
 
     Members
     -------
@@ -150,11 +153,12 @@ class TlsTx(wiring.Component):
     ev_* : Out
         Counter strobes, with amounts where a counter advances by more than one.
     """
-    def __init__(self, *, contexts=256, ports=1, shared_gcm=False):
+    def __init__(self, *, contexts=256, ports=1, shared_gcm=False, aes_cores=0):
         assert 1 <= contexts < 1 << 16
         self.contexts = contexts
         self.ports = ports
         self.shared_gcm = shared_gcm
+        self.aes_cores = aes_cores
         super().__init__({
             **({"gcm": Out(GcmUser())} if shared_gcm else {}),
             "host": In(TlsTxHost()),
@@ -172,7 +176,8 @@ class TlsTx(wiring.Component):
         m.submodules.word_fifo = word_fifo = SyncFIFOBuffered(
             width=FrameWord.as_shape().size, depth=WORD_FIFO_DEPTH)
         gcm, merge_fifo = cipher_path(m, wiring.flipped(self.host.frames), MERGE_FIFO_DEPTH,
-                                      shared=self.gcm if self.shared_gcm else None)
+                                      shared=self.gcm if self.shared_gcm else None,
+                                      aes_cores=self.aes_cores)
         m.submodules.table = table = Memory(shape=TxContext, depth=self.contexts + 1, init=[])
         m.submodules.tags = tags = Memory(shape=128, depth=MAX_TAGS, init=[])
         table_rd, table_wr = table.read_port(), table.write_port()

@@ -150,17 +150,18 @@ class RecordStep:
         self.record_ends = self.tag & (o + n == rec_end)
 
 
-def cipher_path(m, out, merge_depth, shared=None):
+def cipher_path(m, out, merge_depth, shared=None, aes_cores=0):
     """Add the GCM engine, the merge FIFO (``merge_depth`` words: more than the
     engine's latency, so the walker does not wait on the merge) and the merge,
     with the merged frames on ``out`` (a flipped ``stream.Signature(FrameWord)``).
     With ``shared`` (the engine's :class:`~..crypto.share.GcmUser` port), the
-    engine is outside and reached through it instead.
+    engine is outside and reached through it instead; else ``aes_cores`` picks
+    the engine's AES (see :class:`~..crypto.gcm.GcmEngine`).
     Returns ``(gcm, merge_fifo)``: the walker writes :class:`~.merge.MergeWord`
     entries into the FIFO and chunks into ``gcm`` (the engine's streams, as a
     user drives them)."""
     if shared is None:
-        m.submodules.gcm = engine = GcmEngine()
+        m.submodules.gcm = engine = GcmEngine(aes_cores=aes_cores)
         gcm = GcmUser().create(path=("gcm",))
         attach_engine(m, engine, gcm)
     else:
