@@ -125,29 +125,33 @@ class AesFolded(wiring.Component):
         key_sb = m.submodules[f"c{c}_ksb"] = _SboxBank(4)
         m.d.comb += [data_sb.en.eq(en), key_sb.en.eq(en)]
 
+        # What the round counter decides for the current round (the round
+        # constant, SubWord without RotWord, rk1 as the key's high half, the
+        # last round) is registered a round ahead, beside ``rnd``: the round's
+        # path from the ROM outputs to the next addresses then has no decode
+        # of ``rnd`` in it (it was the deepest path of the engine).
+        rc = Signal(8, name=f"c{c}_rc")
+        sub_only = Signal(name=f"c{c}_sub_only")
+        first = Signal(name=f"c{c}_first")
+        final = Signal(name=f"c{c}_final")
+
+        def rcon(r, aes256):
+            if aes256:
+                return RCON[r // 2] if r % 2 == 0 and r >= 2 else 0
+            return RCON[r] if 1 <= r <= 10 else 0
+
         sb_q, t = data_sb.data, key_sb.data
         t_rot = Cat(t[8:32], t[:8])
-        # Round constants by round, selected by the round counter.
-        rc128 = Array(C(RCON[r] if 1 <= r <= 10 else 0, 8) for r in range(_ROUNDS + 2))[rnd]
-        rc256 = Array(C(RCON[r // 2] if r % 2 == 0 and r >= 2 else 0, 8)
-                      for r in range(_ROUNDS + 2))[rnd]
-        odd = rnd[0]
         T = Signal(32, name=f"c{c}_T")
-        with m.If(a256 & odd):
-            m.d.comb += T.eq(t)                         # SubWord without RotWord
-        with m.Elif(a256):
-            m.d.comb += T.eq(t_rot ^ rc256)
-        with m.Else():
-            m.d.comb += T.eq(t_rot ^ rc128)
+        m.d.comb += T.eq(Mux(sub_only, t, t_rot ^ rc))
         base = Mux(a256, rkA, rkB)
         w = Cat(*[T ^ _xor_words(base, j + 1) for j in range(4)])
         rk = Signal(128, name=f"c{c}_rk")
-        m.d.comb += rk.eq(Mux(a256 & (rnd == 1), rkA, w))
+        m.d.comb += rk.eq(Mux(first, rkA, w))
 
         sr = _shift_rows(_bytes(sb_q, 16))
         mixed = Cat(*_mix_columns(sr)) ^ rk
         last = Cat(*sr) ^ rk
-        final = Mux(a256, rnd == 14, rnd == 10)
 
         with m.If(start):
             # Round 1's ROM reads: pt ^ rk0, and SubWord of rk0's last word
@@ -156,14 +160,22 @@ class AesFolded(wiring.Component):
                          key_sb.addr.eq(self.key[96:128])]
             with m.If(en):
                 m.d.sync += [rnd.eq(1), a256.eq(self.aes256),
-                             rkA.eq(self.key[128:]), rkB.eq(self.key[:128])]
+                             rkA.eq(self.key[128:]), rkB.eq(self.key[:128]),
+                             rc.eq(Mux(self.aes256, rcon(1, True), rcon(1, False))),
+                             sub_only.eq(self.aes256), first.eq(self.aes256), final.eq(0)]
         with m.Else():
             # Next round's ROM reads: this round's state and rk_r's last word
             # (AES-256 reads it for every round; AES-128 too).
             m.d.comb += [data_sb.addr.eq(mixed), key_sb.addr.eq(rk[96:128])]
             with m.If(en & (rnd != 0)):
+                # The next round's decisions, by table from this one's number.
+                rc_next = [Array(C(rcon(r + 1, k), 8) for r in range(_ROUNDS + 1))[rnd]
+                           for k in (False, True)]
                 m.d.sync += [rkA.eq(rkB), rkB.eq(rk),
-                             rnd.eq(Mux(rnd == _ROUNDS, 0, rnd + 1))]
+                             rnd.eq(Mux(rnd == _ROUNDS, 0, rnd + 1)),
+                             rc.eq(Mux(a256, rc_next[1], rc_next[0])),
+                             sub_only.eq(a256 & ~rnd[0]), first.eq(0),
+                             final.eq(Mux(a256, rnd == 13, rnd == 9))]
                 with m.If(final):
                     m.d.sync += out.eq(last)
         return out
