@@ -303,13 +303,19 @@ class GcmEngine(wiring.Component):
     o_state: Out(stream.Signature(GcmState))
     o_tag: Out(stream.Signature(TagResult))
 
-    def __init__(self, fifo_depth=32, aes_cores=0):
+    def __init__(self, fifo_depth=None, aes_cores=0):
         # Loads in flight between the front end and the AES output (where the
         # FIFO is read): the AES pipeline holds at most AES_LATENCY (29) slots,
         # and a full FIFO refuses a write even in the cycle it is read, so 30
         # never stalls, even for one-chunk segments; 32 keeps the pointers
-        # plain binary counters.
-        self.fifo_depth = fifo_depth
+        # plain binary counters. Folded AES holds at most 16 / spacing slots:
+        # 16 entries, the depth of one LUT RAM (the FIFO is 1088 bits wide:
+        # each 16 entries are 272 DPR16X4, ~1.9 k logic cells).
+        self.fifo_depth = fifo_depth or (16 if aes_cores else 32)
+        if aes_cores:
+            assert self.fifo_depth > -(-FOLDED_LATENCY // turn_spacing(aes_cores)) + 1
+        else:
+            assert self.fifo_depth > AES_LATENCY
         #: 0: the unrolled AES pipeline, one slot per clock. n: n iterative
         #: AES cores (:class:`~.aes_folded.AesFolded`), a slot every
         #: ceil(15 / n) clocks at most: the boards' rate, 40 EBR instead of 140.
