@@ -136,6 +136,12 @@ class BoardTop(Elaboratable):
         self.baud = baud or self.spec.baud
         self.link_idle_s = link_idle_s
 
+    def clock_targets(self):
+        """Every clock domain's frequency in MHz, as the constraints should say."""
+        targets = {o.domain: o.freq / 1e6 for o in self.pll_outputs()}
+        targets.update({f"rgmii_rx{p}": RGMII_FREQ / 1e6 for p in range(self.spec.eth_ports)})
+        return targets
+
     def pll_outputs(self):
         outs = [PllOutput("sync", self.core_mhz * 1e6), PllOutput("rgmii_tx", RGMII_FREQ)]
         if self.spec.tx_clk_shift:
@@ -190,7 +196,7 @@ class BoardTop(Elaboratable):
                               ddr_buffer=self.ddr_buffer)
             m.submodules[f"rgmii_pins{p}"] = rgmii
             m.d.comb += ClockSignal(rxd).eq(rgmii.rx_clk)
-            self._constrain(platform, rgmii.rx_clk, RGMII_FREQ)
+            self._constrain(platform, pins.rx_clk, RGMII_FREQ)
             m.submodules[f"rs_{rxd}"] = cdc.ResetSynchronizer(hold, domain=rxd)
             m.submodules[f"phy_rst{p}"] = phy_rst_buf = io.Buffer("o", pins.rst)
             m.d.comb += phy_rst_buf.o.eq(phy_rst)
@@ -289,4 +295,10 @@ class BoardTop(Elaboratable):
         return platform.request("eth_rgmii", p, dir="-")
 
     def _constrain(self, platform, clock, freq):
-        platform.add_clock_constraint(clock, freq)
+        # ``clock``: a PLL output signal, or a clock pin. A pin is constrained
+        # as a port, not through the signal its buffer drives: Yosys renames
+        # that net (the receive clock became ``rgmii_rx0.rgmii_rx0_clk``) and
+        # nextpnr drops a constraint on a net it cannot find, leaving the
+        # domain at its 12 MHz default. nextpnr carries a port's constraint
+        # through the input buffer.
+        platform.add_clock_constraint(clock.io if isinstance(clock, io.PortLike) else clock, freq)
