@@ -686,11 +686,10 @@ class GcmEngine(wiring.Component):
         for w in waits:
             carried = {"s": c1_s, "st": c1_st, "en": c1_en, "lane": c1_lane, "lacc": c1_lacc,
                        "ej0": c1_ej0, "tdata": c1_tdata, "tm": c1_tm, "enc_tag": c1_enc_tag}
-            later = [Signal.like(c, name=f"{w}_{k}") for k, c in carried.items()]
-            carried = carried.values()
+            later = {k: Signal.like(c, name=f"{w}_{k}") for k, c in carried.items()}
             with m.If(adv[w]):
-                m.d.sync += [l.eq(c) for l, c in zip(later, carried)]
-            c1_s, c1_st, c1_en, c1_lane, c1_lacc, c1_ej0, c1_tdata, c1_tm, c1_enc_tag = later
+                m.d.sync += [later[k].eq(c) for k, c in carried.items()]
+            c1_s, c1_st, c1_en, c1_lane, c1_lacc, c1_ej0, c1_tdata, c1_tm, c1_enc_tag = later.values()
 
         m.d.comb += [c2_load.eq(c1_s.load), c2_lacc.eq(c1_lacc)]
         s = c1_s
