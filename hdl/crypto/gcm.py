@@ -58,7 +58,9 @@ replaces the pipeline (16 cycles) and the front end issues a slot only on a
 core's turn, every 4 clocks for 4 cores; the GHASH multiply is then
 digit-serial (:class:`~.ghash.GfMulSerial`, 32 bits of the block a clock over
 4 clocks, a quarter of the multiplier), and a slot waits for its product in
-three more register stages between ``C1`` and ``C2``. Latency 25 cycles.
+three more register stages between ``C1`` and ``C2``. Its inputs pass a
+one-entry register first, so that a user's ``ready`` is not decoded from its
+own chunk (see ``_input_register``). Latency 26 cycles.
 
 For timing, no byte shifter of the back end takes its shift amount from a
 stage's own loop: the front end mirrors the keystream position, the GHASH
@@ -328,7 +330,8 @@ class GcmEngine(wiring.Component):
         self.mul_digits = 1
         if aes_cores:
             self.mul_digits = max(d for d in (1, 2, 4) if d <= turn_spacing(aes_cores))
-        self.latency = 1 + (FOLDED_LATENCY if aes_cores else AES_LATENCY) + 5 + self.mul_digits - 1
+        self.latency = (1 + (FOLDED_LATENCY if aes_cores else AES_LATENCY) + 5 + self.mul_digits - 1
+                        + bool(aes_cores))      # the boards' engine: its input register
         super().__init__()
 
     def elaborate(self, platform):
@@ -362,21 +365,25 @@ class GcmEngine(wiring.Component):
         m.d.comb += aes.en.eq(Cat(*adv_aes))
 
         # ---------------------------------------------------------------- front end
-        ch = self.i_chunk.payload
-        ist = self.i_state.payload
+        if self.aes_cores:
+            i_chunk, i_state = self._input_register(m)
+        else:
+            i_chunk, i_state = self.i_chunk, self.i_state
+        ch = i_chunk.payload
+        ist = i_state.payload
         front = Signal(_Front)
         loaded = Signal()      # this chunk's load already happened (it waits on hgen/prime/tag slots)
         lenpend = Signal()     # EJ0 issued, LEN next
         need_load = Signal()
-        m.d.comb += need_load.eq(self.i_chunk.valid & ch.load & ~loaded)
+        m.d.comb += need_load.eq(i_chunk.valid & ch.load & ~loaded)
         cur = Signal(_Front)
         with m.If(need_load):
             m.d.comb += [getattr(cur, f).eq(getattr(ist, f)) for f, _ in data.Layout.cast(_Front)]
         with m.Else():
             m.d.comb += cur.eq(front)
         go = Signal()
-        m.d.comb += go.eq(adv["front"] & turn & self.i_chunk.valid
-                          & (~need_load | (self.i_state.valid & rfifo.w_rdy)))
+        m.d.comb += go.eq(adv["front"] & turn & i_chunk.valid
+                          & (~need_load | (i_state.valid & rfifo.w_rdy)))
 
         # The front end mirrors the back end's byte positions (keystream, GHASH
         # packing, tag) and hands each slot the values before it: the back-end
@@ -424,8 +431,8 @@ class GcmEngine(wiring.Component):
                     m.d.comb += nxt.ptext.eq(is_text)
 
         m.d.comb += [
-            self.i_chunk.ready.eq(go & consume),
-            self.i_state.ready.eq(go & need_load),
+            i_chunk.ready.eq(go & consume),
+            i_state.ready.eq(go & need_load),
             rfifo.w_en.eq(go & need_load),
             rfifo.w_data.eq(ist.as_value()),
             aes.pt.eq(pt), aes.key.eq(cur.key), aes.aes256.eq(cur.aes256),
@@ -789,6 +796,37 @@ class GcmEngine(wiring.Component):
             room.append(n <= 1)
         m.d.sync += [a.eq(Cat(*room).all()) for a in [*adv.values(), *adv_aes]]
         return m
+
+    def _input_register(self, m):
+        """The boards' engine takes its inputs through a one-entry register.
+
+        Why: the front end's ``i_chunk.ready`` (``go & consume``) is decoded
+        from the chunk itself, so a user whose next state depends on
+        ``ready`` waited for its own chunk's decode: on the board that round
+        trip was half of the core clock's critical path (the TLS walker,
+        ``hdl/tls/README.md``, "Timing"). A register in between gives the user
+        a ``ready`` that depends only on this register and the chunk's
+        ``load`` and ``i_state.valid``. One entry is enough: the front end
+        takes a chunk every 4 clocks at most, the register refills in 2.
+        Returns the front end's view of the two streams.
+        """
+        i_chunk, i_state = self.i_chunk, self.i_state
+        in_chunk = stream.Signature(Chunk).create(path=("in_chunk",))
+        in_state = stream.Signature(GcmState).create(path=("in_state",))
+        full = Signal()
+        chunk_q = Signal(Chunk, reset_less=True)
+        state_q = Signal(GcmState, reset_less=True)
+        load = i_chunk.payload.load
+        # A load chunk is taken with its state, as the front end would.
+        m.d.comb += [i_chunk.ready.eq(~full & (~load | i_state.valid)),
+                     i_state.ready.eq(~full & load & i_chunk.valid)]
+        with m.If(i_chunk.valid & i_chunk.ready):
+            m.d.sync += [chunk_q.eq(i_chunk.payload), state_q.eq(i_state.payload), full.eq(1)]
+        with m.Elif(in_chunk.valid & in_chunk.ready):
+            m.d.sync += full.eq(0)
+        m.d.comb += [in_chunk.valid.eq(full), in_chunk.payload.eq(chunk_q),
+                     in_state.valid.eq(full & chunk_q.load), in_state.payload.eq(state_q)]
+        return in_chunk, in_state
 
 
 def make_engine(**kw):
