@@ -90,6 +90,14 @@ RCON = [0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x1B, 0x36, 0x6C, 
 LATENCY = 29
 
 
+def round_constant(r, aes256):
+    """The round constant XORed into round key ``r`` (1..14) of either key size:
+    AES-128 steps once a round, AES-256 every second round (0 for the others)."""
+    if aes256:
+        return RCON[r // 2] if r % 2 == 0 and r >= 2 else 0
+    return RCON[r] if 1 <= r <= 10 else 0
+
+
 def aes_encrypt_ref(key: bytes, block: bytes) -> bytes:
     """Python reference (through ``cryptography``), for tests."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -248,8 +256,7 @@ class AesPipeline(wiring.Component):
             # Round key r, from the prefix XORs and SubWord of rk(r-1)'s last
             # word: one LUT4 per bit (two key ROM bits, the key size, the prefix).
             t_rot = Cat(t[8:32], t[:8])
-            rc128 = RCON[r] if r <= 10 else 0
-            rc256 = RCON[r // 2] if r % 2 == 0 else 0
+            rc128, rc256 = round_constant(r, False), round_constant(r, True)
             if r % 2 == 0:
                 T = Mux(a256_h, t_rot ^ rc256, t_rot ^ rc128)
             else:

@@ -28,7 +28,7 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .aes import RCON, _SboxBank, _bytes, _mix_columns, _shift_rows, _xor_words
+from .aes import _SboxBank, round_constant, _bytes, _mix_columns, _shift_rows, _xor_words
 
 __all__ = ["FOLDED_LATENCY", "AesFolded", "turn_spacing"]
 
@@ -135,11 +135,6 @@ class AesFolded(wiring.Component):
         first = Signal(name=f"c{c}_first")
         final = Signal(name=f"c{c}_final")
 
-        def rcon(r, aes256):
-            if aes256:
-                return RCON[r // 2] if r % 2 == 0 and r >= 2 else 0
-            return RCON[r] if 1 <= r <= 10 else 0
-
         sb_q, t = data_sb.data, key_sb.data
         t_rot = Cat(t[8:32], t[:8])
         T = Signal(32, name=f"c{c}_T")
@@ -161,7 +156,7 @@ class AesFolded(wiring.Component):
             with m.If(en):
                 m.d.sync += [rnd.eq(1), a256.eq(self.aes256),
                              rkA.eq(self.key[128:]), rkB.eq(self.key[:128]),
-                             rc.eq(Mux(self.aes256, rcon(1, True), rcon(1, False))),
+                             rc.eq(Mux(self.aes256, round_constant(1, True), round_constant(1, False))),
                              sub_only.eq(self.aes256), first.eq(self.aes256), final.eq(0)]
         with m.Else():
             # Next round's ROM reads: this round's state and rk_r's last word
@@ -169,7 +164,7 @@ class AesFolded(wiring.Component):
             m.d.comb += [data_sb.addr.eq(mixed), key_sb.addr.eq(rk[96:128])]
             with m.If(en & (rnd != 0)):
                 # The next round's decisions, by table from this one's number.
-                rc_next = [Array(C(rcon(r + 1, k), 8) for r in range(_ROUNDS + 1))[rnd]
+                rc_next = [Array(C(round_constant(r + 1, k), 8) for r in range(_ROUNDS + 1))[rnd]
                            for k in (False, True)]
                 m.d.sync += [rkA.eq(rkB), rkB.eq(rk),
                              rnd.eq(Mux(rnd == _ROUNDS, 0, rnd + 1)),
