@@ -21,7 +21,7 @@ one more key.
 Clocks and resets: every domain is held in reset until the PLL locks (and
 while the board's reset button is pressed), released through a
 :class:`~amaranth.lib.cdc.ResetSynchronizer` in its own clock. The PHY is held
-in reset for 2^21 core clocks (~42 ms at 50 MHz) after lock, then runs with its strap defaults
+in reset for 2^21 core clocks (~84 ms at 25 MHz) after lock, then runs with its strap defaults
 (auto-negotiation on). The receive clock domain of each port is driven by the
 PHY's ``RX_CLK`` and constrained to 125 MHz, the 1000 Mb/s rate.
 
@@ -55,10 +55,15 @@ RGMII_FREQ = 125e6
 #: (:mod:`tlsnic.hdl.crypto.share`) at the boards' rate: four iterative AES
 #: cores and a digit-serial GHASH, a 16-byte chunk every 4 clocks, 32 bits a
 #: clock for both Gigabit directions (a full-rate engine is 140 EBR and ~40 k
-#: LUT4 of the ECP5-85's 208 and 84 k); and few contexts, whose tables (2153
-#: and 2022 bits a context, 60 and 57 EBR at any depth) then fit in LUT RAM.
-#: A board behind a UART serves a handful of connections.
-BOARD_NIC = {"tx_contexts": 15, "rx_contexts": 8, "shared_gcm": True, "gcm_aes_cores": 4}
+#: LUT4 of the ECP5-85's 208 and 84 k); and few contexts. A board behind a
+#: UART serves a handful of connections. The context tables (2153 and 2022
+#: bits a context) go to block RAM (:mod:`tlsnic.hdl.tls.table`): 60 EBR for
+#: TX and 50 for the low 1800 bits of RX, the rest of RX in LUT RAM, which is
+#: what the ECP5-85's 208 EBR hold beside the engine's S-boxes (40), the
+#: window (16), the packet buffers and the tag log (40). In LUT RAM the two tables were
+#: 1,045 DPR16X4, 6 k logic cells, and the board did not route.
+BOARD_NIC = {"tx_contexts": 15, "rx_contexts": 8, "shared_gcm": True, "gcm_aes_cores": 4,
+             "rx_table_block_bits": 50 * 36}
 
 
 @dataclass(frozen=True)
@@ -71,13 +76,14 @@ class BoardSpec:
     eth_ports: int = 1
     #: Drive TX_CLK from the 90° shifted clock (PHY without TXDLY).
     tx_clk_shift: bool = True
-    #: The core clock: what the board's build reaches with margin (README,
-    #: "Boards"). The boards' GCM engine moves 32 bits a clock, so 62.5 MHz
-    #: would carry both Gigabit directions at once; 50 MHz carries 1.6 Gb/s
-    #: of TLS between them, and the NIC's 64-bit datapath 3.2 Gb/s.
-    core_mhz: float = 50.0
+    #: The core clock: what the board's routed build meets (README, "Boards").
+    #: The TLS record walkers limit it (~22 LUT levels a step). The boards'
+    #: GCM engine moves 32 bits a clock: 62.5 MHz would carry both Gigabit
+    #: directions at once, 25 MHz carries 800 Mb/s of TLS between them; the
+    #: NIC's 64-bit datapath carries 1.6 Gb/s.
+    core_mhz: float = 25.0
     baud: int = 1_000_000
-    window_size: int = 64 * 1024
+    window_size: int = 32 * 1024
     nic: dict = field(default_factory=lambda: dict(BOARD_NIC))
 
 
@@ -88,7 +94,7 @@ BOARDS = {
     "versa-ecp5": BoardSpec(
         "amaranth_boards.versa_ecp5:VersaECP5Platform",
         "Lattice ECP5 Versa, LFE5UM-45F, 2x GbE (RGMII), FT2232 UART",
-        eth_ports=2, window_size=32 * 1024),
+        eth_ports=2),
 }
 DEFAULT_BOARD = "ecpix5-85"
 
@@ -176,7 +182,7 @@ class BoardTop(Elaboratable):
         m.d.comb += [bridge.rx.eq(uart_rx.i), uart_tx.o.eq(bridge.tx)]
 
         # PHY reset: 2^21 core clocks after the core comes out of reset (~17
-        # ms at 125 MHz, ~42 ms at 50 MHz; the PHYs ask for at least 10 ms).
+        # ms at 125 MHz, ~84 ms at 25 MHz; the PHYs ask for at least 10 ms).
         phy_timer = Signal(21)
         phy_rst = Signal(init=1)
         with m.If(phy_timer != (1 << 21) - 1):

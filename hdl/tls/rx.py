@@ -61,7 +61,6 @@ good (or when the frame ends inside it), which is the model's rule.
 
 from amaranth import *
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from tlsnic.abi import (TxOpcode, TxStatus, TlsStaticParams,
@@ -76,6 +75,7 @@ from .merge import MergeWord
 from .rx_search import HeaderScanner, header_plausible, WINDOW_BYTES
 from .tx import TlsTxCommand, TlsTxVerdict
 from .tx_context import HEADER_LEN, record_aad, fresh_state, static_entry, static_ok
+from .table import ContextTable
 from .walk import RecordStep, cipher_path, feed_gcm, word_lanes
 
 __all__ = ["RxRecord", "RxContext", "RxTlsFrame", "RxTlsResult", "TlsRxControl", "TlsRxPort",
@@ -200,6 +200,9 @@ class TlsRx(wiring.Component):
     aes_cores : int
         Without ``shared_gcm``: the AES of its own engine (0: the unrolled
         pipeline, n: n iterative cores; :class:`~..crypto.gcm.GcmEngine`).
+    table_block_bits : int or None
+        Bits of each context entry in block RAM, the rest in LUT RAM
+        (:class:`.table.ContextTable`); ``None``: all of it.
 
     Members
     -------
@@ -210,12 +213,14 @@ class TlsRx(wiring.Component):
     ev_* : Out
         Counter strobes (one clock per frame or command), with amounts.
     """
-    def __init__(self, *, contexts=256, ports=1, shared_gcm=False, aes_cores=0):
+    def __init__(self, *, contexts=256, ports=1, shared_gcm=False, aes_cores=0,
+                 table_block_bits=None):
         assert 2 <= contexts < 1 << 15
         self.contexts = contexts
         self.ports = ports
         self.shared_gcm = shared_gcm
         self.aes_cores = aes_cores
+        self.table_block_bits = table_block_bits
         super().__init__({
             **({"gcm": Out(GcmUser())} if shared_gcm else {}),
             "ctl": In(TlsRxControl()),
@@ -235,8 +240,9 @@ class TlsRx(wiring.Component):
                                       shared=self.gcm if self.shared_gcm else None,
                                       aes_cores=self.aes_cores)
         m.submodules.scanner = scanner = HeaderScanner()
-        m.submodules.table = table = Memory(shape=RxContext, depth=self.contexts + 1, init=[])
-        table_rd, table_wr = table.read_port(), table.write_port()
+        m.submodules.table = table = ContextTable(RxContext, self.contexts + 1,
+                                                  block_bits=self.table_block_bits)
+        table_rd, table_wr = table.read, table.write
 
         # ---- live contexts (registers: the TX engine asks combinationally)
         live = Signal(self.contexts + 1)
