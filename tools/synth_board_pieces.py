@@ -21,6 +21,7 @@ from amaranth.lib import wiring
 from tlsnic.hdl.board.mac import Mac
 from tlsnic.hdl.board.rgmii import RgmiiRx, RgmiiTx
 from tlsnic.hdl.board.uart_bridge import UartBridge
+from tlsnic.hdl.board.top import BOARDS, DEFAULT_BOARD
 from tlsnic.hdl.board.window import WindowRam
 
 class Port(wiring.Component):
@@ -47,8 +48,9 @@ class Port(wiring.Component):
 
 class Link(wiring.Component):
     def __init__(self):
-        self.bridge = UartBridge(divisor=125, window_size=65536, idle=250000)
-        self.window = WindowRam()
+        size = BOARDS[DEFAULT_BOARD].window_size
+        self.bridge = UartBridge(divisor=125, window_size=size, idle=250000)
+        self.window = WindowRam(size=size)
         b, w = self.bridge.signature.members, self.window.signature.members
         super().__init__({"rx": wiring.In(1), "tx": wiring.Out(1), "csr": b["csr"], "dma": w["axi"], "board": b["board"]})
     def elaborate(self, platform):
