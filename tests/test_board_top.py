@@ -18,6 +18,15 @@ def board_plan(request):
     return request.param, platform, plan, name
 
 
+def _site(platform, pin):
+    """The FPGA site of a resource pin name (``"A6"``, or a connector's ``"P9_0:26"``)."""
+    if ":" not in pin:
+        return pin
+    conn, contact = pin.split(":")
+    name, number = conn.rsplit("_", 1)
+    return platform.connectors[name, int(number)].mapping[contact]
+
+
 def test_every_board_top_produces_its_build_plan(board_plan):
     board, platform, plan, name = board_plan
     spec = BOARDS[board]
@@ -30,14 +39,13 @@ def test_every_board_top_produces_its_build_plan(board_plan):
     for p in range(spec.eth_ports):
         res = platform.lookup("eth_rgmii", p)
         for sub in res.ios:
-            if sub.name in ("mdio", "mdc"):      # management interface not used (PHY straps)
+            if sub.name in ("mdio", "mdc", "int"):   # management interface not used (PHY straps)
                 continue
-            sites = sub.ios[0].names
-            for site in sites:
-                assert f'SITE "{site}"' in lpf, (board, sub.name, site)
+            for pin in sub.ios[0].names:
+                assert f'SITE "{_site(platform, pin)}"' in lpf, (board, sub.name, pin)
     uart = platform.lookup("uart", 0)
     for sub in uart.ios:
-        assert f'SITE "{sub.ios[0].names[0]}"' in lpf
+        assert f'SITE "{_site(platform, sub.ios[0].names[0])}"' in lpf
     # Clock constraints: the PLL's domains and each PHY receive clock.
     freqs = dict(re.findall(r'FREQUENCY (?:NET|PORT) "([^"]+)" ([\d.]+) HZ', lpf))
     domains = {synth_board.domain_of(net): float(f) for net, f in freqs.items()

@@ -33,7 +33,8 @@ does not send it reads as "link down"), 1000 Mb/s is assumed.
 from dataclasses import dataclass, field
 
 from amaranth import *
-from amaranth.build import Clock
+from amaranth.build import Attrs, Clock
+from amaranth_boards.resources import UARTResource
 from amaranth.lib import cdc, io, wiring
 
 from tlsnic.link import BOARD_ID, BoardReg, LinkStatusBits
@@ -85,6 +86,8 @@ class BoardSpec:
     baud: int = 1_000_000
     window_size: int = 32 * 1024
     nic: dict = field(default_factory=lambda: dict(BOARD_NIC))
+    #: Resources the board's platform file lacks (a host UART on a header).
+    extra_resources: tuple = ()
 
 
 BOARDS = {
@@ -95,6 +98,16 @@ BOARDS = {
         "amaranth_boards.versa_ecp5:VersaECP5Platform",
         "Lattice ECP5 Versa, LFE5UM-45F, 2x GbE (RGMII), FT2232 UART",
         eth_ports=2),
+    # No USB-UART on board: the host link is a 3.3 V USB-UART cable on the
+    # BeagleBone cape header, UART1's pins (P9.24 TXD, P9.26 RXD). The PHY's
+    # reset pin is not in amaranth-boards' ``eth_rgmii`` (prototypes used it
+    # as the system reset), so the PHY is reset by the board, not by us.
+    "logicbone-85": BoardSpec(
+        "amaranth_boards.logicbone:Logicbone85FPlatform",
+        "Logicbone 85F, LFE5UM5G-85F, 1x GbE (RGMII), UART on the P9 cape header",
+        clk="refclk", rst="button",
+        extra_resources=(UARTResource(0, tx="24", rx="26", conn=("P9", 0),
+                                      attrs=Attrs(IO_TYPE="LVCMOS33")),)),
 }
 DEFAULT_BOARD = "ecpix5-85"
 
@@ -102,8 +115,11 @@ DEFAULT_BOARD = "ecpix5-85"
 def make_platform(board):
     """A fresh platform instance for ``board``."""
     import importlib
-    module, cls = BOARDS[board].platform.split(":")
-    return getattr(importlib.import_module(module), cls)()
+    spec = BOARDS[board]
+    module, cls = spec.platform.split(":")
+    platform = getattr(importlib.import_module(module), cls)()
+    platform.add_resources(list(spec.extra_resources))
+    return platform
 
 
 class BoardTop(Elaboratable):
@@ -204,8 +220,9 @@ class BoardTop(Elaboratable):
             m.d.comb += ClockSignal(rxd).eq(rgmii.rx_clk)
             self._constrain(platform, pins.rx_clk, RGMII_FREQ)
             m.submodules[f"rs_{rxd}"] = cdc.ResetSynchronizer(hold, domain=rxd)
-            m.submodules[f"phy_rst{p}"] = phy_rst_buf = io.Buffer("o", pins.rst)
-            m.d.comb += phy_rst_buf.o.eq(phy_rst)
+            if hasattr(pins, "rst"):
+                m.submodules[f"phy_rst{p}"] = phy_rst_buf = io.Buffer("o", pins.rst)
+                m.d.comb += phy_rst_buf.o.eq(phy_rst)
 
             rx = DomainRenamer(rxd)(RgmiiRx())
             tx = DomainRenamer("rgmii_tx")(RgmiiTx())
