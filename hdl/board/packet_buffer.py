@@ -72,20 +72,30 @@ class PacketBuffer(wiring.Component):
         wr = Signal(aw)
         commit = Signal(aw)
         rd = Signal(aw)
+        # ``wr + 1`` and ``commit + 1`` (mod depth) kept in registers beside
+        # them. The MAC writes at 125 MHz: an adder between ``wr`` and the full
+        # compare, then another after the write decision, made this the
+        # receive clock's deepest path (9 LUT levels; 121 MHz placed on the
+        # ECP5-85). (The adder was also one bit wide of the pointers, so
+        # ``wr == depth - 1`` never read full and the next write emptied the
+        # buffer; tests/test_board_mac.py::test_packet_buffer_against_a_model.)
+        wr_inc = Signal(aw, init=1)
+        commit_inc = Signal(aw, init=1)
 
-        m.d.comb += [self.w_full.eq(wr + 1 == rd), self.w_alone.eq(commit == rd)]
+        m.d.comb += [self.w_full.eq(wr_inc == rd), self.w_alone.eq(commit == rd)]
         write = self.w_en & ~self.w_full
-        wr_next = Signal(aw)
+        wr_next, wr_next_inc = Signal(aw), Signal(aw)
         m.d.comb += [
             wp.addr.eq(wr), wp.data.eq(self.w_data), wp.en.eq(write),
-            wr_next.eq(wr + write),
+            wr_next.eq(Mux(write, wr_inc, wr)),
+            wr_next_inc.eq(Mux(write, wr_inc + 1, wr_inc)),
         ]
         with m.If(self.w_drop):
-            m.d.sync += wr.eq(commit)
+            m.d.sync += [wr.eq(commit), wr_inc.eq(commit_inc)]
         with m.Else():
-            m.d.sync += wr.eq(wr_next)
+            m.d.sync += [wr.eq(wr_next), wr_inc.eq(wr_next_inc)]
             with m.If(self.w_commit):
-                m.d.sync += commit.eq(wr_next)
+                m.d.sync += [commit.eq(wr_next), commit_inc.eq(wr_next_inc)]
 
         # Read: the RAM's output register is the stream's payload register.
         advance = (rd != commit) & (~self.r.valid | self.r.ready)
