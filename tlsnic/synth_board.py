@@ -36,7 +36,7 @@ def _name(board):
     return "tlsnic_" + board.replace("-", "_")
 
 
-def plan(board, *, core_mhz=None, nic=None, seed=1, router="router2"):
+def plan(board, *, core_mhz=None, nic=None, seed=1, router="router2", heatmap=False):
     """The board's Amaranth build plan (elaborates the design; runs no toolchain).
 
     Returns ``(platform, plan, name)``.
@@ -48,7 +48,8 @@ def plan(board, *, core_mhz=None, nic=None, seed=1, router="router2"):
     p = platform.prepare(
         top, name=name,
         synth_opts="-abc9",
-        nextpnr_opts=f"--report {name}.report.json --timing-allow-fail --seed {seed} --router {router}")
+        nextpnr_opts=f"--report {name}.report.json --timing-allow-fail --seed {seed} --router {router}"
+                     + (" --router2-heatmap heatmap" if heatmap else ""))
     return platform, p, name
 
 
@@ -169,11 +170,11 @@ def _diagnose(out, name):
     return BuildFailed(stage, error, util, log)
 
 
-def build(board, out_dir=None, *, core_mhz=None, nic=None, seed=1, command=""):
+def build(board, out_dir=None, *, core_mhz=None, nic=None, seed=1, command="", heatmap=False):
     """Run the whole build; return :func:`figures`. Raises :class:`BuildFailed`."""
     import subprocess
     t0 = time.perf_counter()
-    platform, p, name = plan(board, core_mhz=core_mhz, nic=nic, seed=seed)
+    platform, p, name = plan(board, core_mhz=core_mhz, nic=nic, seed=seed, heatmap=heatmap)
     out = Path(out_dir or _REPO / "build" / "board" / board)
     out.mkdir(parents=True, exist_ok=True)
     for stale in (f"{name}.tim", f"{name}.config", f"{name}.report.json"):
@@ -216,6 +217,8 @@ def main(argv):
     ap.add_argument("--json", nargs="?", const="-", help="write the figures as JSON to OUT ('-': stdout)")
     ap.add_argument("--core-mhz", type=float, help="core clock target (default: the board's)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--heatmap", action="store_true",
+                    help="router2 congestion heatmaps (heatmap_*.csv in the build folder, one per iteration)")
     args = ap.parse_args(argv)
     boards = _boards()
     if args.board == "list":
@@ -230,7 +233,8 @@ def main(argv):
         return 2
     command = "tlsnic synth " + " ".join(argv)
     try:
-        res = build(args.board, args.out, core_mhz=args.core_mhz, seed=args.seed, command=command)
+        res = build(args.board, args.out, core_mhz=args.core_mhz, seed=args.seed, command=command,
+                    heatmap=args.heatmap)
     except BuildFailed as e:
         print(f"tlsnic synth: {args.board}: {e.stage} failed: {e.error}", file=sys.stderr)
         for k, (used, avail) in e.utilisation.items():

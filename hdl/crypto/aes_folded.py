@@ -118,9 +118,11 @@ class AesFolded(wiring.Component):
         start = phase == c * self.spacing
         rnd = Signal(range(_ROUNDS + 2), name=f"c{c}_round")   # 1..14 while busy, 0 idle
         a256 = Signal(name=f"c{c}_a256")
-        rkA = Signal(128, name=f"c{c}_rkA")     # rk(r-2): at round 1 the key's high half
-        rkB = Signal(128, name=f"c{c}_rkB")     # rk(r-1)
-        out = Signal(128, name=f"c{c}_out")
+        # Round keys and the result: data, loaded at the start, so no reset
+        # (the control below has one).
+        rkA = Signal(128, name=f"c{c}_rkA", reset_less=True)     # rk(r-2): at round 1 the key's high half
+        rkB = Signal(128, name=f"c{c}_rkB", reset_less=True)     # rk(r-1)
+        out = Signal(128, name=f"c{c}_out", reset_less=True)
         data_sb = m.submodules[f"c{c}_sb"] = _SboxBank(16)
         key_sb = m.submodules[f"c{c}_ksb"] = _SboxBank(4)
         m.d.comb += [data_sb.en.eq(en), key_sb.en.eq(en)]

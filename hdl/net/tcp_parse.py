@@ -76,7 +76,7 @@ class TcpParser(wiring.Component):
         word = self.i.payload
         beat = self.i.valid & self.i.ready
         index = Signal(range(TCP_WINDOW_WORDS + 1))
-        window = Signal(TCP_WINDOW_WORDS * 64)
+        window = Signal(TCP_WINDOW_WORDS * 64, reset_less=True)
         decoded = Signal()
 
         window_now = header_window(m, word, index, window)

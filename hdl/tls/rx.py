@@ -252,11 +252,12 @@ class TlsRx(wiring.Component):
         m.d.comb += [ctl.lookup_in_range.eq(in_range),
                      ctl.lookup_live.eq(in_range & live.bit_select(ctl.lookup_tag[:tag_bits], 1))]
 
-        # ---- per-command / per-frame registers
+        # ---- per-command / per-frame registers (the wide ones without reset,
+        # as in TlsTx: loaded before they are read)
         cmd = Signal(TlsTxCommand)
-        frame = Signal(RxTlsFrame)
+        frame = Signal(RxTlsFrame, reset_less=True)
         info = frame.info
-        ctx = Signal(RxContext)         # the entry as read
+        ctx = Signal(RxContext, reset_less=True)     # the entry as read
         tag = Signal(16)                # the frame's context (0: none)
         rec = Signal(RxRecord)          # the walker's record
         state = Signal(RxTlsStatus)     # the tracker, as it moves through the frame
@@ -265,7 +266,7 @@ class TlsRx(wiring.Component):
         candidate = Signal(32)
         mode = Signal(2)
         commit = Signal()               # the frame's new bytes move the context
-        params = Signal(layout_bytes(TlsStaticParams) * 8)
+        params = Signal(layout_bytes(TlsStaticParams) * 8, reset_less=True)
         pidx = Signal(range(len(params) // 64 + 1))
         frame_error = Signal()
         first_byte = Signal(17)
@@ -275,7 +276,7 @@ class TlsRx(wiring.Component):
         in_engine = Signal()
         state_taken = Signal()
         save_issued = Signal()
-        saved = Signal(GcmState)
+        saved = Signal(GcmState, reset_less=True)
         got_state = Signal()
         tags_expected = Signal(range(MAX_TAGS + 1))
         tags_received = Signal(range(MAX_TAGS + 1))

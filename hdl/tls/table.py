@@ -70,7 +70,7 @@ class ContextTable(wiring.Component):
         spans = [(0, self.block_bits, {"ram_style": "block", "no_rw_check": 1})]
         if self.block_bits < width:
             spans.append((self.block_bits, width, {"no_rw_check": 1}))
-        entry = Signal(width)
+        entry = Signal(width, reset_less=True)
         for i, (lo, hi, attrs) in enumerate(spans):
             mem = m.submodules[f"mem{i}"] = Memory(shape=hi - lo, depth=self.depth, init=[],
                                                    attrs=attrs)

@@ -211,9 +211,12 @@ class TlsTx(wiring.Component):
         m.d.comb += self.host.lookup_in_range.eq(in_range)
         m.d.comb += self.host.lookup_live.eq(in_range & live.bit_select(self.host.lookup_tag[:len(live).bit_length()], 1))
 
-        # ---- per-command registers
+        # ---- per-command registers. The wide ones (entry, params, saved GCM
+        # state) have no reset: the FSM loads them before it reads them, and
+        # on a board the sync reset reached 22 k flip-flops, one net that
+        # nextpnr routes through the fabric (it promotes only clocks).
         cmd = Signal(TlsTxCommand)
-        ctx = Signal(TxContext)         # the entry as read; written back on commit
+        ctx = Signal(TxContext, reset_less=True)     # the entry as read; written back on commit
         rec = Signal(TxRecord)          # the walker's record, committed on success
         status = Signal(TxStatus)
         walk = Signal()                 # the walker follows records (else words pass as they are)
@@ -223,11 +226,11 @@ class TlsTx(wiring.Component):
         end_byte = Signal(17)
         pos = Signal(17)                # frame byte offset of the current word
         frame_bytes = Signal(17)
-        params = Signal(PARAMS_BITS)
+        params = Signal(PARAMS_BITS, reset_less=True)
         in_engine = Signal()            # the record's GCM state is in the engine this frame
         state_taken = Signal()          # the load state of the pending chunk was taken
         save_issued = Signal()
-        saved = Signal(GcmState)
+        saved = Signal(GcmState, reset_less=True)
         got_state = Signal()
         tags_expected = Signal(range(MAX_TAGS + 1))
         tags_received = Signal(range(MAX_TAGS + 1))
