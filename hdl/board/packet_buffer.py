@@ -76,13 +76,18 @@ class PacketBuffer(wiring.Component):
         # them. The MAC writes at 125 MHz: an adder between ``wr`` and the full
         # compare, then another after the write decision, made this the
         # receive clock's deepest path (9 LUT levels; 121 MHz placed on the
-        # ECP5-85). (The adder was also one bit wide of the pointers, so
+        # ECP5-85). (The adder was also one bit wider than the pointers, so
         # ``wr == depth - 1`` never read full and the next write emptied the
         # buffer; tests/test_board_mac.py::test_packet_buffer_against_a_model.)
         wr_inc = Signal(aw, init=1)
         commit_inc = Signal(aw, init=1)
 
-        m.d.comb += [self.w_full.eq(wr_inc == rd), self.w_alone.eq(commit == rd)]
+        # ``w_full`` is ``wr + 1 == rd`` a clock late: computed from the
+        # pointers' next values into a register, so the MAC's decisions on it
+        # do not start with a compare of the reader's pointer (placed, that
+        # path still held the receive clock at 118 MHz).
+        full = Signal()
+        m.d.comb += [self.w_full.eq(full), self.w_alone.eq(commit == rd)]
         write = self.w_en & ~self.w_full
         wr_next, wr_next_inc = Signal(aw), Signal(aw)
         m.d.comb += [
@@ -100,8 +105,12 @@ class PacketBuffer(wiring.Component):
         # Read: the RAM's output register is the stream's payload register.
         advance = (rd != commit) & (~self.r.valid | self.r.ready)
         m.d.comb += [rp.addr.eq(rd), rp.en.eq(advance), self.r.payload.eq(rp.data)]
+        rd_next = Signal(aw)
+        m.d.comb += rd_next.eq(Mux(advance, rd + 1, rd))
+        m.d.sync += [rd.eq(rd_next),
+                     full.eq(Mux(self.w_drop, commit_inc, wr_next_inc) == rd_next)]
         with m.If(advance):
-            m.d.sync += [rd.eq(rd + 1), self.r.valid.eq(1)]
+            m.d.sync += self.r.valid.eq(1)
         with m.Elif(self.r.ready):
             m.d.sync += self.r.valid.eq(0)
         return m
