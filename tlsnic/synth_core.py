@@ -64,6 +64,28 @@ _LEVEL = {"LUT4": 1.0, "PFUMX": 0.25, "L6MUX21": 0.25, "CCU2C": 0.15}
 _SEQ = ("TRELLIS_FF", "DP16KD", "TRELLIS_DPR16X4", "MULT18X18D")
 
 
+def fanout(netlist, top, port=None, worst=5):
+    """Nets of a ``synth_ecp5`` netlist by the number of cell inputs they drive.
+
+    ``port`` counts only inputs of that name (``"LSR"``: the resets, ``"CE"``:
+    the enables). Returns ``[(sinks, net name)]``, largest first. The figures
+    of the README's "Boards" (reset and enable fan-out) come from here.
+    """
+    from collections import Counter
+    mod = json.loads(Path(netlist).read_text())["modules"][top]
+    names = {}
+    for n, v in mod["netnames"].items():
+        for b in v["bits"]:
+            if isinstance(b, int) and (b not in names or len(n) < len(names[b])):
+                names[b] = n
+    sinks = Counter()
+    for c in mod["cells"].values():
+        for p, bs in c["connections"].items():
+            if c["port_directions"][p] == "input" and (port is None or p == port):
+                sinks.update(b for b in bs if isinstance(b, int))
+    return [(n, names.get(b, str(b))) for b, n in sinks.most_common(worst)]
+
+
 def logic_depth(netlist, top, worst=5):
     """Deepest register-to-register paths of a ``synth_ecp5`` netlist, in LUT levels.
 

@@ -142,9 +142,6 @@ class TlsTx(wiring.Component):
     aes_cores : int
         Without ``shared_gcm``: the AES of its own engine (0: the unrolled
         pipeline, n: n iterative cores; :class:`~..crypto.gcm.GcmEngine`).
-    table_block_bits : int or None
-        Bits of each context entry in block RAM, the rest in LUT RAM
-        (:class:`.table.ContextTable`); ``None``: all of it.
 
     Members
     -------
@@ -157,14 +154,12 @@ class TlsTx(wiring.Component):
     ev_* : Out
         Counter strobes, with amounts where a counter advances by more than one.
     """
-    def __init__(self, *, contexts=256, ports=1, shared_gcm=False, aes_cores=0,
-                 table_block_bits=None):
+    def __init__(self, *, contexts=256, ports=1, shared_gcm=False, aes_cores=0):
         assert 1 <= contexts < 1 << 16
         self.contexts = contexts
         self.ports = ports
         self.shared_gcm = shared_gcm
         self.aes_cores = aes_cores
-        self.table_block_bits = table_block_bits
         super().__init__({
             **({"gcm": Out(GcmUser())} if shared_gcm else {}),
             "host": In(TlsTxHost()),
@@ -184,8 +179,7 @@ class TlsTx(wiring.Component):
         gcm, merge_fifo = cipher_path(m, wiring.flipped(self.host.frames), MERGE_FIFO_DEPTH,
                                       shared=self.gcm if self.shared_gcm else None,
                                       aes_cores=self.aes_cores)
-        m.submodules.table = table = ContextTable(TxContext, self.contexts + 1,
-                                                  block_bits=self.table_block_bits)
+        m.submodules.table = table = ContextTable(TxContext, self.contexts + 1)
         m.submodules.tags = tags = Memory(shape=128, depth=MAX_TAGS, init=[])
         table_rd, table_wr = table.read, table.write
         tags_rd, tags_wr = tags.read_port(), tags.write_port()
