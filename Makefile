@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/tlsnic demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -q
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -q --durations=12
 
 # The pure-Python tests only (no simulator build).
 test-fast: $(STAMP)

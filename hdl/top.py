@@ -58,10 +58,6 @@ class Nic(wiring.Component):
         The AES of the GCM engine(s): 0 the unrolled pipeline (a block per
         clock), n iterative cores (a block every ``ceil(15 / n)`` clocks, the
         boards' rate; :class:`~.crypto.gcm.GcmEngine`).
-    rx_table_block_bits : int or None
-        Bits of each RX context entry in block RAM, the rest in LUT RAM
-        (:class:`~.tls.table.ContextTable`); ``None``: all of it. The TX table
-        is always all in block RAM.
 
     Members
     -------
@@ -74,7 +70,7 @@ class Nic(wiring.Component):
         Level interrupt: ``|(IRQ_STATUS & IRQ_ENABLE)``.
     """
     def __init__(self, *, ports=1, fifo_words=2048, tx_contexts=256, rx_contexts=0,
-                 shared_gcm=False, gcm_aes_cores=0, rx_table_block_bits=None):
+                 shared_gcm=False, gcm_aes_cores=0):
         assert 1 <= ports <= 4, "port numbers are 2 bits wide inside the card"
         self.n_ports = ports
         self.fifo_words = fifo_words
@@ -82,7 +78,6 @@ class Nic(wiring.Component):
         self.rx_contexts = rx_contexts
         self.shared_gcm = shared_gcm and rx_contexts != 0
         self.gcm_aes_cores = gcm_aes_cores
-        self.rx_table_block_bits = rx_table_block_bits
         super().__init__({
             "csr": In(AxiLiteSignature(addr_width=CSR_ADDR_WIDTH)),
             "dma": Out(AxiSignature(addr_width=64, data_width=64)),
@@ -150,8 +145,7 @@ class Nic(wiring.Component):
         if rx_tls:
             m.submodules.tls_rx = tls_rx = TlsRx(contexts=self.rx_contexts, ports=self.n_ports,
                                                  shared_gcm=shared,
-                                                 aes_cores=self.gcm_aes_cores,
-                                                 table_block_bits=self.rx_table_block_bits)
+                                                 aes_cores=self.gcm_aes_cores)
             if shared:
                 m.submodules.gcm = gcm = GcmShare(aes_cores=self.gcm_aes_cores)
                 wiring.connect(m, tls_tx.gcm, gcm.users[0])

@@ -57,14 +57,15 @@ RGMII_FREQ = 125e6
 #: cores and a digit-serial GHASH, a 16-byte chunk every 4 clocks, 32 bits a
 #: clock for both Gigabit directions (a full-rate engine is 140 EBR and ~40 k
 #: LUT4 of the ECP5-85's 208 and 84 k); and few contexts. A board behind a
-#: UART serves a handful of connections. The context tables (2153 and 2022
-#: bits a context) go to block RAM (:mod:`tlsnic.hdl.tls.table`): 60 EBR for
-#: TX and 50 for the low 1800 bits of RX, the rest of RX in LUT RAM, which is
-#: what the ECP5-85's 208 EBR hold beside the engine's S-boxes (40), the
-#: window (16), the packet buffers and the tag log (40). In LUT RAM the two tables were
-#: 1,045 DPR16X4, 6 k logic cells, and the board did not route.
-BOARD_NIC = {"tx_contexts": 15, "rx_contexts": 8, "shared_gcm": True, "gcm_aes_cores": 4,
-             "rx_table_block_bits": 50 * 36}
+#: UART serves a handful of connections. The context tables (1670 and 1539
+#: bits a tag, as a connection half and a moving half that keeps a record's
+#: GCM progress, not its key or H twice,
+#: :class:`~tlsnic.hdl.crypto.gcm.GcmProgress`) are all in block RAM
+#: (:mod:`tlsnic.hdl.tls.table`): 47 EBR for TX and 43 for RX beside the
+#: engine's S-boxes (40), the window (16), the packet buffers and the tag log
+#: (40). In LUT RAM the two tables were 1,045 DPR16X4, 6 k logic cells, and the
+#: board did not route.
+BOARD_NIC = {"tx_contexts": 15, "rx_contexts": 8, "shared_gcm": True, "gcm_aes_cores": 4}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ The engine holds no connection state between segments. The first chunk of a
 segment carries ``load``: the engine takes one :class:`GcmState` from
 ``i_state`` with it. The last chunk of a segment may carry ``save``: the engine
 emits the updated :class:`GcmState` on ``o_state`` after it. The state is one
-flat struct (1088 bits) that a context table in block RAM can hold. A new record
+flat struct (1088 bits); a context table keeps only its moving part
+(:class:`GcmProgress`, 605 bits) and rebuilds the rest (:func:`resume_state`). A new record
 is a fresh state (:func:`state_record`); a segment that starts mid-record
 without the record's earlier bytes is a *seek* state (:func:`state_seek`).
 
@@ -105,7 +106,8 @@ from .aes_folded import FOLDED_LATENCY, AesFolded, turn_spacing
 from .ghash import GfMulSerial, _xor_tree, gf_mul_wide_parts, gf_reduce, gf_square
 
 __all__ = [
-    "Kind", "Chunk", "OutChunk", "TagResult", "GcmState", "GcmEngine", "LATENCY",
+    "Kind", "Chunk", "OutChunk", "TagResult", "GcmState", "GcmProgress", "GcmEngine", "LATENCY",
+    "STATIC_FIELDS", "progress_of", "resume_state",
     "state_record", "state_seek", "state_value",
 ]
 
@@ -176,6 +178,58 @@ class GcmState(data.Struct):
     seeked: 1       #: entered mid-record: the tag cannot be computed
     acc1: 128       #: GHASH accumulator, lane 1 (0 once final)
     lane: 1         #: the lane the next GHASH block joins
+
+
+#: The :class:`GcmState` fields that belong to the connection or the record
+#: rather than to the position in it: a context table that keeps the key and
+#: the nonce's inputs anyway need not keep them twice (see :class:`GcmProgress`).
+STATIC_FIELDS = ("key", "aes256", "decrypt", "hgen", "h", "iv")
+
+
+class GcmProgress(data.Struct):
+    """What a context table keeps of a saved :class:`GcmState` between segments.
+
+    The fields that move as the record's bytes go by (605 of the state's 1088
+    bits). The rest is the connection's (key, AES-256, direction) or the
+    record's (nonce), which the table holds already, or is derived from the key
+    (H): :func:`resume_state` rebuilds the state with ``hgen`` set, so H is
+    computed again at each resumed segment (one AES slot) and no copy of it,
+    nor of the key, sits in the table. On a board this is what lets both tables
+    live in block RAM and keeps their write multiplexers narrow.
+    """
+    ctr: 32
+    prime: 1
+    ks: 128
+    kpos: 5
+    acc: 128
+    pbuf: 128
+    pcnt: 5
+    ptext: 1
+    aad_len: 16
+    text_len: 24
+    final: 1
+    tpos: 5
+    bad: 1
+    seeked: 1
+    acc1: 128
+    lane: 1
+
+
+def progress_of(m, state):
+    """The :class:`GcmProgress` part of ``state`` (a ``GcmState`` view)."""
+    progress = Signal(GcmProgress)
+    m.d.comb += [progress[name].eq(state[name]) for name, _ in GcmProgress.as_shape()]
+    return progress
+
+
+def resume_state(m, progress, *, key, aes256, iv, decrypt):
+    """The :class:`GcmState` that resumes a record from its ``progress``: the
+    connection's key and direction, the record's nonce, H derived again."""
+    state = Signal(GcmState)
+    m.d.comb += [state[name].eq(progress[name]) for name, _ in GcmProgress.as_shape()]
+    m.d.comb += [state.key.eq(key), state.aes256.eq(aes256), state.decrypt.eq(decrypt),
+                 state.iv.eq(iv), state.hgen.eq(1)]
+    return state
 
 
 def _le(b: bytes) -> int:

@@ -66,7 +66,7 @@ from amaranth.lib.wiring import In, Out
 from tlsnic.abi import (TxOpcode, TxStatus, TlsStaticParams,
                         TlsRxResyncParams, RxTlsStatus, layout_bytes)
 from ..crypto.share import GcmUser
-from ..crypto.gcm import Chunk, GcmState, Kind
+from ..crypto.gcm import Chunk, GcmProgress, GcmState, Kind, progress_of, resume_state
 from ..host.dma import DmaReadWord
 from ..net.frame import FrameWord, WORD_BYTES
 from ..net.steer import SteerAnswer, SteerOp, SteerTable, flow_key_of
@@ -74,11 +74,11 @@ from ..net.tcp_parse import TcpInfo
 from .merge import MergeWord
 from .rx_search import HeaderScanner, header_plausible, WINDOW_BYTES
 from .tx import TlsTxCommand, TlsTxVerdict
-from .tx_context import HEADER_LEN, record_aad, fresh_state, static_entry, static_ok
+from .tx_context import HEADER_LEN, record_aad, record_nonce, fresh_state, static_entry, static_ok
 from .table import ContextTable
 from .walk import RecordStep, cipher_path, feed_gcm, word_lanes
 
-__all__ = ["RxRecord", "RxContext", "RxTlsFrame", "RxTlsResult", "TlsRxControl", "TlsRxPort",
+__all__ = ["RxRecord", "RxConnection", "RxContext", "RxTlsFrame", "RxTlsResult", "TlsRxControl", "TlsRxPort",
            "TlsRx", "BUFFER_WORDS"]
 
 MERGE_FIFO_DEPTH = 48       # > GCM latency (35) in words, so the walker does not wait on the merge
@@ -103,26 +103,31 @@ class RxRecord(data.Struct):
     gcm_saved: 1        #: ``RxContext.gcm`` holds the state after the last byte
 
 
-class RxContext(data.Struct):
-    """One receive context table entry (the key never leaves but through the cipher)."""
+class RxConnection(data.Struct):
+    """What ``RX_SET_STATIC`` gives a receive tag, in a table of its own that
+    only install and free write (see :class:`~.tx_context.TxConnection`)."""
     in_use:   1
     aes256:   1
     tls13:    1
     ipv6:     1
     port:     2
-    state:    RxTlsStatus     #: TRACKING, SEARCHING or PENDING
     key:      256
     salt_iv:  96
     src_addr: 128             #: the peer; IPv4 in bytes 0..3, the rest zero
     dst_addr: 128
     src_port: 16
     dst_port: 16
+
+
+class RxContext(data.Struct):
+    """What moves in a receive tag's context (the key never leaves but through the cipher)."""
+    state:    RxTlsStatus     #: TRACKING, SEARCHING or PENDING
     next_seq: 32
     window:   32              #: SEARCHING: bytes carried to the next frame (newest in 24..31)
     window_count: 3
     candidate_seq: 32         #: PENDING
     rec:      RxRecord
-    gcm:      GcmState
+    gcm:      GcmProgress     #: the record so far (``rec.gcm_saved``)
 
 
 class RxTlsFrame(data.Struct):
@@ -200,9 +205,6 @@ class TlsRx(wiring.Component):
     aes_cores : int
         Without ``shared_gcm``: the AES of its own engine (0: the unrolled
         pipeline, n: n iterative cores; :class:`~..crypto.gcm.GcmEngine`).
-    table_block_bits : int or None
-        Bits of each context entry in block RAM, the rest in LUT RAM
-        (:class:`.table.ContextTable`); ``None``: all of it.
 
     Members
     -------
@@ -213,14 +215,12 @@ class TlsRx(wiring.Component):
     ev_* : Out
         Counter strobes (one clock per frame or command), with amounts.
     """
-    def __init__(self, *, contexts=256, ports=1, shared_gcm=False, aes_cores=0,
-                 table_block_bits=None):
+    def __init__(self, *, contexts=256, ports=1, shared_gcm=False, aes_cores=0):
         assert 2 <= contexts < 1 << 15
         self.contexts = contexts
         self.ports = ports
         self.shared_gcm = shared_gcm
         self.aes_cores = aes_cores
-        self.table_block_bits = table_block_bits
         super().__init__({
             **({"gcm": Out(GcmUser())} if shared_gcm else {}),
             "ctl": In(TlsRxControl()),
@@ -240,9 +240,12 @@ class TlsRx(wiring.Component):
                                       shared=self.gcm if self.shared_gcm else None,
                                       aes_cores=self.aes_cores)
         m.submodules.scanner = scanner = HeaderScanner()
-        m.submodules.table = table = ContextTable(RxContext, self.contexts + 1,
-                                                  block_bits=self.table_block_bits)
+        m.submodules.conns = conns = ContextTable(RxConnection, self.contexts + 1)
+        m.submodules.table = table = ContextTable(RxContext, self.contexts + 1)
         table_rd, table_wr = table.read, table.write
+        conn_wr = conns.write
+        # Both halves of an entry are read together, at one address.
+        m.d.comb += [conns.read.addr.eq(table_rd.addr), conns.read.en.eq(table_rd.en)]
 
         # ---- live contexts (registers: the TX engine asks combinationally)
         live = Signal(self.contexts + 1)
@@ -257,7 +260,8 @@ class TlsRx(wiring.Component):
         cmd = Signal(TlsTxCommand)
         frame = Signal(RxTlsFrame, reset_less=True)
         info = frame.info
-        ctx = Signal(RxContext, reset_less=True)     # the entry as read
+        conn = Signal(RxConnection, reset_less=True)  # the connection as read
+        ctx = Signal(RxContext, reset_less=True)     # the moving half as read
         tag = Signal(16)                # the frame's context (0: none)
         rec = Signal(RxRecord)          # the walker's record
         state = Signal(RxTlsStatus)     # the tracker, as it moves through the frame
@@ -276,7 +280,7 @@ class TlsRx(wiring.Component):
         in_engine = Signal()
         state_taken = Signal()
         save_issued = Signal()
-        saved = Signal(GcmState, reset_less=True)
+        saved = Signal(GcmProgress, reset_less=True)
         got_state = Signal()
         tags_expected = Signal(range(MAX_TAGS + 1))
         tags_received = Signal(range(MAX_TAGS + 1))
@@ -293,7 +297,7 @@ class TlsRx(wiring.Component):
         # ---- GCM outputs other than chunks: always taken
         m.d.comb += [gcm.o_state.ready.eq(1), gcm.o_tag.ready.eq(1)]
         with m.If(gcm.o_state.valid):
-            m.d.sync += [saved.eq(gcm.o_state.payload), got_state.eq(1)]
+            m.d.sync += [saved.eq(progress_of(m, gcm.o_state.payload)), got_state.eq(1)]
         with m.If(gcm.o_tag.valid):
             m.d.sync += [tags_received.eq(tags_received + 1),
                          tags_failed.eq(tags_failed + ~gcm.o_tag.payload.ok)]
@@ -302,10 +306,10 @@ class TlsRx(wiring.Component):
         word = self.rx.i.payload
         lstart, lane_hi, avail, kc = word_lanes(m, word, pos, first_byte, end_byte, lanes_done)
         decrypting = (state == RxTlsStatus.TRACKING) & ~rec.skip
-        step = RecordStep(m, rec, ctx.tls13, decrypting & ~rec.aad_done, word.data, lstart,
+        step = RecordStep(m, rec, conn.tls13, decrypting & ~rec.aad_done, word.data, lstart,
                           avail, RxRecord)
         n = step.n
-        header_bad = step.header_done & ~header_plausible(step.rec_new.header, ctx.tls13)
+        header_bad = step.header_done & ~header_plausible(step.rec_new.header, conn.tls13)
 
         # Chunks of this word so far (a word holds up to three cipher runs).
         touched = Signal()
@@ -319,15 +323,17 @@ class TlsRx(wiring.Component):
         chunk = Signal(Chunk)
         chunk_valid = Signal()
         load_state = Signal(GcmState)
-        aad_data, aad_count = record_aad(ctx, rec)
-        fresh = fresh_state(m, ctx, rec, decrypt=1)
+        aad_data, aad_count = record_aad(conn, rec)
+        fresh = fresh_state(m, conn, rec, decrypt=1)
+        resumed = resume_state(m, ctx.gcm, key=conn.key, aes256=conn.aes256,
+                               iv=record_nonce(conn, rec), decrypt=1)
         with m.If(step.aad):
             m.d.comb += [chunk.kind.eq(Kind.AAD), chunk.data.eq(aad_data), chunk.count.eq(aad_count),
                          chunk.load.eq(1), load_state.eq(fresh)]
         with m.Else():
             m.d.comb += [chunk.kind.eq(Mux(step.text, Kind.TEXT, Kind.TAG)),
                          chunk.data.eq(step.shifted & step.run_mask), chunk.count.eq(n),
-                         chunk.load.eq(~in_engine), load_state.eq(ctx.gcm)]
+                         chunk.load.eq(~in_engine), load_state.eq(resumed)]
         needs_chunk = decrypting & (step.aad | step.text | step.tag)
         # Cipher lanes of this step (a word pushed in PASS or SCAN mode has none).
         step_lanes = (mode == _Mode.WALK) & decrypting & (step.text | step.tag) & (n != 0)
@@ -357,7 +363,7 @@ class TlsRx(wiring.Component):
 
         # The scanner looks at the same lanes.
         m.d.comb += [scanner.data.eq(word.data), scanner.lo.eq(lstart), scanner.hi.eq(lane_hi),
-                     scanner.tls13.eq(ctx.tls13), scanner.window_in.eq(window),
+                     scanner.tls13.eq(conn.tls13), scanner.window_in.eq(window),
                      scanner.window_count_in.eq(window_count)]
         offset_of_candidate = Signal(16)    # resync_offset: frame offset minus payload start
         m.d.comb += offset_of_candidate.eq(pos + scanner.start - info.payload_start)
@@ -365,9 +371,9 @@ class TlsRx(wiring.Component):
         # ---- the frame's flow and the decision
         frame_key = flow_key_of(m, frame.port, info.ipv6, info.src_addr, info.dst_addr,
                                 info.src_port, info.dst_port)
-        key_ok = (ctx.in_use & (ctx.port == frame.port) & (ctx.ipv6 == info.ipv6)
-                  & (ctx.src_addr == info.src_addr) & (ctx.dst_addr == info.dst_addr)
-                  & (ctx.src_port == info.src_port) & (ctx.dst_port == info.dst_port))
+        key_ok = (conn.in_use & (conn.port == frame.port) & (conn.ipv6 == info.ipv6)
+                  & (conn.src_addr == info.src_addr) & (conn.dst_addr == info.dst_addr)
+                  & (conn.src_port == info.src_port) & (conn.dst_port == info.dst_port))
         seg_len = Signal(17)
         m.d.comb += seg_len.eq(info.payload_end - info.payload_start)
         ahead = Signal(signed(32))
@@ -380,8 +386,8 @@ class TlsRx(wiring.Component):
         resync = data.View(TlsRxResyncParams, params[:layout_bytes(TlsRxResyncParams) * 8])
         static_key = flow_key_of(m, static.port, static.ip_version == 6, static.src_addr,
                                  static.dst_addr, static.src_port, static.dst_port)
-        ctx_key = flow_key_of(m, ctx.port, ctx.ipv6, ctx.src_addr, ctx.dst_addr,
-                              ctx.src_port, ctx.dst_port)
+        conn_key = flow_key_of(m, conn.port, conn.ipv6, conn.src_addr, conn.dst_addr,
+                              conn.src_port, conn.dst_port)
         verdict = Signal(TlsTxVerdict)
         m.d.comb += ctl.verdict.payload.eq(verdict)
         m.d.comb += self.rx.result.payload.eq(result)
@@ -416,7 +422,7 @@ class TlsRx(wiring.Component):
 
             # ---- control descriptors
             with m.State("C_LOAD"):
-                m.d.sync += ctx.eq(table_rd.data)
+                m.d.sync += [conn.eq(conns.read.data), ctx.eq(table_rd.data)]
                 with m.If(cmd.opcode == TxOpcode.RX_FREE):
                     m.next = "C_STEER"
                 with m.Else():
@@ -465,7 +471,7 @@ class TlsRx(wiring.Component):
                 insert = cmd.opcode == TxOpcode.RX_SET_STATIC
                 m.d.comb += [steer.update.valid.eq(1),
                              steer.update.payload.op.eq(Mux(insert, SteerOp.INSERT, SteerOp.REMOVE)),
-                             steer.update.payload.key.eq(Mux(insert, static_key, ctx_key)),
+                             steer.update.payload.key.eq(Mux(insert, static_key, conn_key)),
                              steer.update.payload.tag.eq(cmd.tag)]
                 with m.If(steer.update.ready):
                     m.next = "C_STEERED"
@@ -474,6 +480,7 @@ class TlsRx(wiring.Component):
                 with m.If(steer.answer.valid & (cmd.opcode == TxOpcode.RX_FREE)):
                     # The entry goes with its key: all zeros.
                     write_entry(0)
+                    m.d.comb += [conn_wr.addr.eq(cmd.tag), conn_wr.data.eq(0), conn_wr.en.eq(1)]
                     m.d.comb += self.ev_ctx_freed.eq(1)
                     m.d.sync += live.bit_select(cmd.tag[:tag_bits], 1).eq(0)
                     finish(TxStatus.OK)
@@ -481,8 +488,11 @@ class TlsRx(wiring.Component):
                     with m.Switch(steer.answer.payload):
                         with m.Case(SteerAnswer.OK):
                             entry = Signal(RxContext)
-                            static_entry(m, entry, static)
-                            m.d.comb += [entry.state.eq(RxTlsStatus.TRACKING), self.ev_ctx.eq(1)]
+                            new_conn = Signal(RxConnection)
+                            static_entry(m, new_conn, entry, static)
+                            m.d.comb += [entry.state.eq(RxTlsStatus.TRACKING), self.ev_ctx.eq(1),
+                                         conn_wr.addr.eq(cmd.tag), conn_wr.data.eq(new_conn),
+                                         conn_wr.en.eq(1)]
                             write_entry(entry)
                             m.d.sync += live.bit_select(cmd.tag[:tag_bits], 1).eq(1)
                             finish(TxStatus.OK)
@@ -513,7 +523,7 @@ class TlsRx(wiring.Component):
                     with m.Else():
                         m.next = "WALK"
             with m.State("F_LOAD"):
-                m.d.sync += [ctx.eq(table_rd.data), rec.eq(table_rd.data.rec),
+                m.d.sync += [conn.eq(conns.read.data), ctx.eq(table_rd.data), rec.eq(table_rd.data.rec),
                              state.eq(table_rd.data.state), window.eq(table_rd.data.window),
                              window_count.eq(table_rd.data.window_count),
                              candidate.eq(table_rd.data.candidate_seq)]

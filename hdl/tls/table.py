@@ -1,8 +1,9 @@
 """The per-connection context table: wide entries, few of them, in block RAM.
 
-A context entry is two thousand bits wide (key, addresses, record, saved GCM
-state) and a board has a handful of them. Left to itself Yosys puts such a
-memory in LUT RAM, which is 16 entries deep anyway: 2,153 bits cost 539
+A context entry is many hundred bits wide (key and addresses in one table,
+record and saved GCM progress in another) and a board has a handful of them.
+Left to itself Yosys puts such a memory in LUT RAM, which is 16 entries deep
+anyway: when an entry was 2,153 bits, it cost 539
 ``DPR16X4`` and each of those takes three slices, so the TX and RX tables
 alone were 12 % of an LFE5UM5G-85F's logic cells and a good part of what
 kept its routing from converging. In block RAM (512 x 36 a ``DP16KD``) the

@@ -63,15 +63,15 @@ from amaranth.lib.wiring import In, Out
 from tlsnic.abi import (TxOpcode, TxStatus, TlsCipher, TlsVersion, TlsStaticParams,
                         TlsProgressParams, TlsTagLogEntry, TLS_MAX_CIPHERTEXT, layout_bytes)
 from ..crypto.share import GcmUser
-from ..crypto.gcm import Chunk, GcmEngine, GcmState, Kind
+from ..crypto.gcm import Chunk, GcmEngine, GcmProgress, GcmState, Kind, progress_of, resume_state
 from ..host.dma import DmaReadWord, DmaWritePort, write_entry
 from ..net.frame import FrameWord, WORD_BYTES
 from ..net.tcp_parse import TcpParser, TCP_WINDOW_WORDS
 from .merge import CryptoMerge, MergeWord
 from .table import ContextTable
 from .walk import RecordStep, cipher_path, feed_gcm, word_lanes
-from .tx_context import (TxContext, TxRecord, HEADER_LEN, NONCE_LEN, TAG_LEN, record_length,
-                         record_aad, fresh_state, seek_state, static_ok, static_entry)
+from .tx_context import (TxConnection, TxContext, TxRecord, HEADER_LEN, NONCE_LEN, TAG_LEN, record_length,
+                         record_aad, record_nonce, fresh_state, seek_state, static_ok, static_entry)
 
 __all__ = ["TlsTxCommand", "TlsTxVerdict", "TlsTxHost", "TlsTx", "BUFFER_WORDS"]
 
@@ -179,9 +179,13 @@ class TlsTx(wiring.Component):
         gcm, merge_fifo = cipher_path(m, wiring.flipped(self.host.frames), MERGE_FIFO_DEPTH,
                                       shared=self.gcm if self.shared_gcm else None,
                                       aes_cores=self.aes_cores)
+        m.submodules.conns = conns = ContextTable(TxConnection, self.contexts + 1)
         m.submodules.table = table = ContextTable(TxContext, self.contexts + 1)
         m.submodules.tags = tags = Memory(shape=128, depth=MAX_TAGS, init=[])
         table_rd, table_wr = table.read, table.write
+        conn_wr = conns.write
+        # Both halves of an entry are read together, at one address.
+        m.d.comb += [conns.read.addr.eq(table_rd.addr), conns.read.en.eq(table_rd.en)]
         tags_rd, tags_wr = tags.read_port(), tags.write_port()
 
         # ---- plumbing: parser, word FIFO, merge, output
@@ -210,7 +214,8 @@ class TlsTx(wiring.Component):
         # on a board the sync reset reached 22 k flip-flops, one net that
         # nextpnr routes through the fabric (it promotes only clocks).
         cmd = Signal(TlsTxCommand)
-        ctx = Signal(TxContext, reset_less=True)     # the entry as read; written back on commit
+        conn = Signal(TxConnection, reset_less=True)  # the connection as read
+        ctx = Signal(TxContext, reset_less=True)     # the moving half as read; written back on commit
         rec = Signal(TxRecord)          # the walker's record, committed on success
         status = Signal(TxStatus)
         walk = Signal()                 # the walker follows records (else words pass as they are)
@@ -224,7 +229,7 @@ class TlsTx(wiring.Component):
         in_engine = Signal()            # the record's GCM state is in the engine this frame
         state_taken = Signal()          # the load state of the pending chunk was taken
         save_issued = Signal()
-        saved = Signal(GcmState, reset_less=True)
+        saved = Signal(GcmProgress, reset_less=True)
         got_state = Signal()
         tags_expected = Signal(range(MAX_TAGS + 1))
         tags_received = Signal(range(MAX_TAGS + 1))
@@ -235,7 +240,7 @@ class TlsTx(wiring.Component):
         log_first_set = Signal()
         log_index = Signal(range(MAX_TAGS + 1))
 
-        tls13 = ctx.tls13
+        tls13 = conn.tls13
 
         def length_ok(length):
             return Mux(tls13,
@@ -247,7 +252,7 @@ class TlsTx(wiring.Component):
         tag_wr_log = Signal()           # write ``tag_wr_data`` as the next logged tag
         tag_wr_data = Signal(128)
         with m.If(gcm.o_state.valid):
-            m.d.sync += [saved.eq(gcm.o_state.payload), got_state.eq(1)]
+            m.d.sync += [saved.eq(progress_of(m, gcm.o_state.payload)), got_state.eq(1)]
         with m.If(gcm.o_tag.valid):
             m.d.sync += tags_received.eq(tags_received + 1)
             with m.If(skip_first_tag):
@@ -292,9 +297,11 @@ class TlsTx(wiring.Component):
         chunk = Signal(Chunk)
         chunk_valid = Signal()
         load_state = Signal(GcmState)
-        aad_data, aad_count = record_aad(ctx, rec)
-        fresh = fresh_state(m, ctx, rec)
-        seek = seek_state(m, ctx, rec, (o - pstart)[:15])
+        aad_data, aad_count = record_aad(conn, rec)
+        fresh = fresh_state(m, conn, rec)
+        seek = seek_state(m, conn, rec, (o - pstart)[:15])
+        resumed = resume_state(m, ctx.gcm, key=conn.key, aes256=conn.aes256,
+                               iv=record_nonce(conn, rec), decrypt=0)
         seek_tag = region_tag & rec.seek
         tag_missing = seek_tag & is_packet & ~rec.tag_valid
         with m.If(region_aad):
@@ -304,7 +311,7 @@ class TlsTx(wiring.Component):
             m.d.comb += [chunk.kind.eq(Mux(region_text, Kind.TEXT, Kind.TAG)),
                          chunk.data.eq(shifted & run_mask), chunk.count.eq(n),
                          chunk.load.eq(~in_engine),
-                         load_state.eq(Mux(rec.gcm_saved, ctx.gcm, seek))]
+                         load_state.eq(Mux(rec.gcm_saved, resumed, seek))]
         needs_chunk = region_aad | region_text | (region_tag & ~rec.seek)
         step_lanes = (region_text | (region_tag & ~rec.seek)) & (n != 0)
 
@@ -351,8 +358,8 @@ class TlsTx(wiring.Component):
                      log_entry.record_number.eq(log_number),
                      log_entry.tag.eq(tags_rd.data), log_entry.valid.eq(1),
                      tags_rd.addr.eq(log_index)]
-        slot = log_number[:16] & ((C(1, 17) << ctx.tag_log_log2) - 1)[:16]
-        log_addr = ctx.tag_log_addr + (slot << 5)
+        slot = log_number[:16] & ((C(1, 17) << conn.tag_log_log2) - 1)[:16]
+        log_addr = conn.tag_log_addr + (slot << 5)
         log_done, log_failed = write_entry(m, self.dma_wr, log_addr, log_entry, log_write)
 
         static = data.View(TlsStaticParams, params)
@@ -381,7 +388,7 @@ class TlsTx(wiring.Component):
                     m.d.comb += table_rd.addr.eq(Mux(in_table, c.tag, 0))
                     m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.sync += [ctx.eq(table_rd.data), rec.eq(table_rd.data.rec)]
+                m.d.sync += [conn.eq(conns.read.data), ctx.eq(table_rd.data), rec.eq(table_rd.data.rec)]
                 with m.If(cmd.opcode == TxOpcode.FREE):
                     m.next = "FREE"
                 with m.Else():
@@ -389,6 +396,7 @@ class TlsTx(wiring.Component):
             with m.State("FREE"):
                 # Tag and liveness were checked by the TX engine.
                 m.d.comb += [table_wr.addr.eq(cmd.tag), table_wr.data.eq(0), table_wr.en.eq(1),
+                             conn_wr.addr.eq(cmd.tag), conn_wr.data.eq(0), conn_wr.en.eq(1),
                              self.ev_ctx_freed.eq(1)]
                 m.d.sync += live.bit_select(cmd.tag[:len(live).bit_length()], 1).eq(0)
                 finish(TxStatus.OK)
@@ -398,16 +406,16 @@ class TlsTx(wiring.Component):
                     p = parser.info.payload
                     with m.If(cmd.opcode == TxOpcode.PACKET):
                         m.d.sync += [first_byte.eq(p.payload_start), end_byte.eq(p.payload_end)]
-                        flow_ok = (p.is_tcp & (p.ipv6 == ctx.ipv6)
-                                   & (p.src_port == ctx.src_port) & (p.dst_port == ctx.dst_port)
-                                   & Mux(ctx.ipv6, (p.src_addr == ctx.src_addr) & (p.dst_addr == ctx.dst_addr),
-                                         (p.src_addr[:32] == ctx.src_addr[:32])
-                                         & (p.dst_addr[:32] == ctx.dst_addr[:32])))
+                        flow_ok = (p.is_tcp & (p.ipv6 == conn.ipv6)
+                                   & (p.src_port == conn.src_port) & (p.dst_port == conn.dst_port)
+                                   & Mux(conn.ipv6, (p.src_addr == conn.src_addr) & (p.dst_addr == conn.dst_addr),
+                                         (p.src_addr[:32] == conn.src_addr[:32])
+                                         & (p.dst_addr[:32] == conn.dst_addr[:32])))
                         with m.If(cmd.tag == 0):
                             pass        # plain frame
-                        with m.Elif(~ctx.in_use):
+                        with m.Elif(~conn.in_use):
                             m.d.sync += status.eq(TxStatus.BAD_TAG)
-                        with m.Elif(cmd.port != ctx.port):
+                        with m.Elif(cmd.port != conn.port):
                             m.d.sync += status.eq(TxStatus.WRONG_PORT)
                         with m.Else():
                             m.d.sync += flow_checked.eq(1)
@@ -449,11 +457,13 @@ class TlsTx(wiring.Component):
                           & (static.tag_log_addr[:5] == 0))
                     with m.If(ok):
                         entry = Signal(TxContext)
-                        static_entry(m, entry, static)
+                        new_conn = Signal(TxConnection)
+                        static_entry(m, new_conn, entry, static)
                         m.d.comb += [
-                            entry.tag_log_addr.eq(static.tag_log_addr),
-                            entry.tag_log_log2.eq(static.tag_log_log2),
+                            new_conn.tag_log_addr.eq(static.tag_log_addr),
+                            new_conn.tag_log_log2.eq(static.tag_log_log2),
                             table_wr.addr.eq(cmd.tag), table_wr.data.eq(entry), table_wr.en.eq(1),
+                            conn_wr.addr.eq(cmd.tag), conn_wr.data.eq(new_conn), conn_wr.en.eq(1),
                             self.ev_ctx.eq(1),
                         ]
                         m.d.sync += live.bit_select(cmd.tag[:len(live).bit_length()], 1).eq(1)

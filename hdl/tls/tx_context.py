@@ -1,9 +1,9 @@
 """What the card keeps per TX context, and the GCM states it builds from it.
 
-One :class:`TxContext` per send tag lives in block RAM (entry 0 is unused:
-tag 0 means "no context"). The static half is written by ``SET_STATIC``; the
-record half moves with every committed frame, ``SET_PROGRESS`` and ``DUMP``;
-``FREE`` writes the whole entry with zeros, key included. Nothing here is
+Per send tag, two entries in block RAM (entry 0 is unused: tag 0 means "no
+context"): a :class:`TxConnection`, written by ``SET_STATIC`` only, and a
+:class:`TxContext`, which moves with every committed frame, ``SET_PROGRESS``
+and ``DUMP``. ``FREE`` writes both with zeros, key included. Nothing here is
 reachable from the register file: the only way out of the table is through
 the cipher.
 
@@ -18,9 +18,9 @@ from amaranth import *
 from amaranth.lib import data
 
 from tlsnic.abi import TlsCipher, TlsVersion
-from ..crypto.gcm import GcmState
+from ..crypto.gcm import GcmProgress, GcmState
 
-__all__ = ["TxRecord", "TxContext", "record_nonce", "record_aad", "fresh_state", "seek_state",
+__all__ = ["TxRecord", "TxConnection", "TxContext", "record_nonce", "record_aad", "fresh_state", "seek_state",
            "static_ok", "static_entry", "HEADER_LEN", "NONCE_LEN", "TAG_LEN"]
 
 HEADER_LEN = 5
@@ -43,14 +43,18 @@ class TxRecord(data.Struct):
     gcm_saved:   1      #: ``TxContext.gcm`` holds the state after the last committed byte
 
 
-class TxContext(data.Struct):
-    """One TX context table entry."""
+class TxConnection(data.Struct):
+    """What ``SET_STATIC`` gives a send tag: the connection, fixed for its life.
+
+    Kept in a table of its own, apart from what moves (:class:`TxContext`):
+    it is written only when the tag is installed or freed, so the key has no
+    way in but from the static parameters, and the per-frame commit (a write
+    of the moving half) multiplexes none of these bits."""
     in_use:       1
     aes256:       1
     tls13:        1
     ipv6:         1
     port:         2
-    failed:       1     #: a bogus header was seen; packets dropped until SET_PROGRESS
     key:          256
     salt_iv:      96
     src_addr:     128   #: IPv4: bytes 0..3, the rest zero
@@ -59,9 +63,14 @@ class TxContext(data.Struct):
     dst_port:     16
     tag_log_addr: 64
     tag_log_log2: 5
+
+
+class TxContext(data.Struct):
+    """What moves in a send tag's context: the stream position and the record."""
+    failed:       1     #: a bogus header was seen; packets dropped until SET_PROGRESS
     next_seq:     32
     rec:          TxRecord
-    gcm:          GcmState
+    gcm:          GcmProgress   #: the record so far (``gcm_saved``); key and nonce: the connection
 
 
 def record_length(rec):
@@ -69,41 +78,41 @@ def record_length(rec):
     return Cat(rec.header[32:40], rec.header[24:32])
 
 
-def record_nonce(ctx, rec):
+def record_nonce(conn, rec):
     """The 96-bit GCM nonce (LSB-first bytes) of ``rec``: RFC 5288 / RFC 8446 5.3."""
     number_bytes = Cat(*[rec.number[8 * (7 - i):8 * (8 - i)] for i in range(8)])
-    return Mux(ctx.tls13, ctx.salt_iv ^ Cat(C(0, 32), number_bytes),
-               Cat(ctx.salt_iv[:32], rec.nonce))
+    return Mux(conn.tls13, conn.salt_iv ^ Cat(C(0, 32), number_bytes),
+               Cat(conn.salt_iv[:32], rec.nonce))
 
 
-def record_aad(ctx, rec):
+def record_aad(conn, rec):
     """``(data, count)`` of the record's AAD chunk: TLS 1.2 seq || type || version
     || plaintext length (13 bytes); TLS 1.3 the header (5 bytes)."""
     number_bytes = Cat(*[rec.number[8 * (7 - i):8 * (8 - i)] for i in range(8)])
     plain_len = (record_length(rec) - (NONCE_LEN + TAG_LEN))[:16]
     aad12 = Cat(number_bytes, rec.header[:24], plain_len[8:16], plain_len[0:8])
-    return Mux(ctx.tls13, rec.header, aad12), Mux(ctx.tls13, HEADER_LEN, 13)
+    return Mux(conn.tls13, rec.header, aad12), Mux(conn.tls13, HEADER_LEN, 13)
 
 
-def fresh_state(m, ctx, rec, decrypt=0):
+def fresh_state(m, conn, rec, decrypt=0):
     """The :class:`GcmState` that starts ``rec`` (``gcm.state_record``, H derived).
 
-    ``ctx`` is any context with ``key``, ``aes256``, ``tls13`` and ``salt_iv``
-    (TX or RX); ``decrypt`` selects the receive direction."""
+    ``conn`` is a TX or RX connection (``key``, ``aes256``, ``tls13``,
+    ``salt_iv``); ``decrypt`` selects the receive direction."""
     st = Signal(GcmState)
     m.d.comb += [
-        st.key.eq(ctx.key), st.aes256.eq(ctx.aes256), st.hgen.eq(1), st.decrypt.eq(decrypt),
-        st.iv.eq(record_nonce(ctx, rec)), st.ctr.eq(2), st.kpos.eq(16),
+        st.key.eq(conn.key), st.aes256.eq(conn.aes256), st.hgen.eq(1), st.decrypt.eq(decrypt),
+        st.iv.eq(record_nonce(conn, rec)), st.ctr.eq(2), st.kpos.eq(16),
     ]
     return st
 
 
-def seek_state(m, ctx, rec, text_offset):
+def seek_state(m, conn, rec, text_offset):
     """The state that enters ``rec`` at payload byte ``text_offset`` (``gcm.state_seek``)."""
     st = Signal(GcmState)
     m.d.comb += [
-        st.key.eq(ctx.key), st.aes256.eq(ctx.aes256), st.hgen.eq(1),
-        st.iv.eq(record_nonce(ctx, rec)), st.ctr.eq(2 + (text_offset >> 4)), st.prime.eq(1),
+        st.key.eq(conn.key), st.aes256.eq(conn.aes256), st.hgen.eq(1),
+        st.iv.eq(record_nonce(conn, rec)), st.ctr.eq(2 + (text_offset >> 4)), st.prime.eq(1),
         st.kpos.eq(text_offset[:4]), st.text_len.eq(text_offset), st.seeked.eq(1),
         st.ptext.eq(1),
     ]
@@ -120,20 +129,21 @@ def static_ok(static, ports):
             & (static.port < ports))
 
 
-def static_entry(m, entry, static):
-    """Drive the fields a TX or RX context takes from its static block (``in_use``,
-    cipher, version, flow, key and salt/IV, ``next_seq``, the first record's
-    number); IPv4 addresses keep bytes 0..3, the rest zero."""
+def static_entry(m, conn, entry, static):
+    """Drive what a TX or RX context takes from its static block: the
+    connection ``conn`` (``in_use``, cipher, version, flow, key and salt/IV;
+    IPv4 addresses keep bytes 0..3, the rest zero) and, in the moving
+    ``entry``, ``next_seq`` and the first record's number."""
     v6 = static.ip_version == 6
     m.d.comb += [
-        entry.in_use.eq(1),
-        entry.aes256.eq(static.cipher == TlsCipher.AES_256_GCM),
-        entry.tls13.eq(static.version == TlsVersion.TLS_1_3),
-        entry.ipv6.eq(v6), entry.port.eq(static.port),
-        entry.key.eq(static.key), entry.salt_iv.eq(static.salt_iv),
-        entry.src_addr.eq(Mux(v6, static.src_addr, static.src_addr[:32])),
-        entry.dst_addr.eq(Mux(v6, static.dst_addr, static.dst_addr[:32])),
-        entry.src_port.eq(static.src_port), entry.dst_port.eq(static.dst_port),
+        conn.in_use.eq(1),
+        conn.aes256.eq(static.cipher == TlsCipher.AES_256_GCM),
+        conn.tls13.eq(static.version == TlsVersion.TLS_1_3),
+        conn.ipv6.eq(v6), conn.port.eq(static.port),
+        conn.key.eq(static.key), conn.salt_iv.eq(static.salt_iv),
+        conn.src_addr.eq(Mux(v6, static.src_addr, static.src_addr[:32])),
+        conn.dst_addr.eq(Mux(v6, static.dst_addr, static.dst_addr[:32])),
+        conn.src_port.eq(static.src_port), conn.dst_port.eq(static.dst_port),
         entry.next_seq.eq(static.tcp_seq),
         entry.rec.number.eq(static.record_number),
     ]
