@@ -86,6 +86,48 @@ def fanout(netlist, top, port=None, worst=5):
     return [(n, names.get(b, str(b))) for b, n in sinks.most_common(worst)]
 
 
+def by_scope(netlist, top, depth=3, under=""):
+    """Flip-flops and LUT4 of a flattened ``synth_ecp5`` netlist by design scope.
+
+    Flattening loses the hierarchy, but Yosys keeps the hierarchical names of
+    nets: a flip-flop counts for the scope of its ``Q`` net, a LUT4 for that of
+    its output when the net has a visible name (the rest count as ``(anon)``,
+    and not at all with ``under``).
+    A scope is the first ``depth`` dotted parts of the name (``$n`` suffixes
+    and derived ``_TRELLIS...`` names stripped); ``under`` keeps only names
+    that start with it. Returns ``{"FF": Counter, "LUT4": Counter}``. The
+    README's per-block figures for the board ("Boards") come from here.
+    """
+    import re
+    from collections import Counter
+    mod = json.loads(Path(netlist).read_text())["modules"][top]
+    names = {}
+    for n, v in mod["netnames"].items():
+        hidden = bool(v.get("hide_name", 0))
+        for b in v["bits"]:
+            if isinstance(b, int) and (b not in names or (names[b][0] and not hidden)):
+                names[b] = (hidden, n)
+
+    def scope(bit):
+        hidden, name = names.get(bit, (True, ""))
+        if hidden:
+            return None if under else "(anon)"
+        name = re.sub(r"_TRELLIS.*|\$\d+|\[\d+\]", "", name.lstrip("\\"))
+        if not name.startswith(under):
+            return None
+        parts = name.split(".")
+        return ".".join(parts[:min(depth, len(parts) - 1)]) if len(parts) > 1 else "(top)"
+
+    counts = {"FF": Counter(), "LUT4": Counter()}
+    for c in mod["cells"].values():
+        kind, port = {"TRELLIS_FF": ("FF", "Q"), "LUT4": ("LUT4", "Z")}.get(c["type"], (None, None))
+        if kind:
+            key = scope(c["connections"][port][0])
+            if key is not None:
+                counts[kind][key] += 1
+    return counts
+
+
 def logic_depth(netlist, top, worst=5):
     """Deepest register-to-register paths of a ``synth_ecp5`` netlist, in LUT levels.
 
