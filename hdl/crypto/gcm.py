@@ -107,7 +107,7 @@ from .ghash import GfMulSerial, _xor_tree, gf_mul_wide_parts, gf_reduce, gf_squa
 
 __all__ = [
     "Kind", "Chunk", "OutChunk", "TagResult", "GcmState", "GcmProgress", "GcmEngine", "LATENCY",
-    "STATIC_FIELDS", "progress_of", "resume_state",
+    "progress_of", "resume_state",
     "state_record", "state_seek", "state_value",
 ]
 
@@ -180,12 +180,6 @@ class GcmState(data.Struct):
     lane: 1         #: the lane the next GHASH block joins
 
 
-#: The :class:`GcmState` fields that belong to the connection or the record
-#: rather than to the position in it: a context table that keeps the key and
-#: the nonce's inputs anyway need not keep them twice (see :class:`GcmProgress`).
-STATIC_FIELDS = ("key", "aes256", "decrypt", "hgen", "h", "iv")
-
-
 class GcmProgress(data.Struct):
     """What a context table keeps of a saved :class:`GcmState` between segments.
 
@@ -215,11 +209,10 @@ class GcmProgress(data.Struct):
     lane: 1
 
 
-def progress_of(m, state):
-    """The :class:`GcmProgress` part of ``state`` (a ``GcmState`` view)."""
-    progress = Signal(GcmProgress)
-    m.d.comb += [progress[name].eq(state[name]) for name, _ in GcmProgress.as_shape()]
-    return progress
+def progress_of(state):
+    """The :class:`GcmProgress` part of ``state`` (a ``GcmState`` view): a view
+    of its fields in declaration order, no logic."""
+    return data.View(GcmProgress, Cat(*(state[name] for name, _ in GcmProgress.as_shape())))
 
 
 def resume_state(m, progress, *, key, aes256, iv, decrypt):

@@ -297,7 +297,7 @@ class TlsRx(wiring.Component):
         # ---- GCM outputs other than chunks: always taken
         m.d.comb += [gcm.o_state.ready.eq(1), gcm.o_tag.ready.eq(1)]
         with m.If(gcm.o_state.valid):
-            m.d.sync += [saved.eq(progress_of(m, gcm.o_state.payload)), got_state.eq(1)]
+            m.d.sync += [saved.eq(progress_of(gcm.o_state.payload)), got_state.eq(1)]
         with m.If(gcm.o_tag.valid):
             m.d.sync += [tags_received.eq(tags_received + 1),
                          tags_failed.eq(tags_failed + ~gcm.o_tag.payload.ok)]

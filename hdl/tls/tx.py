@@ -252,7 +252,7 @@ class TlsTx(wiring.Component):
         tag_wr_log = Signal()           # write ``tag_wr_data`` as the next logged tag
         tag_wr_data = Signal(128)
         with m.If(gcm.o_state.valid):
-            m.d.sync += [saved.eq(progress_of(m, gcm.o_state.payload)), got_state.eq(1)]
+            m.d.sync += [saved.eq(progress_of(gcm.o_state.payload)), got_state.eq(1)]
         with m.If(gcm.o_tag.valid):
             m.d.sync += tags_received.eq(tags_received + 1)
             with m.If(skip_first_tag):
