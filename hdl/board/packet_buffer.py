@@ -81,34 +81,48 @@ class PacketBuffer(wiring.Component):
         # buffer; tests/test_board_mac.py::test_packet_buffer_against_a_model.)
         wr_inc = Signal(aw, init=1)
         commit_inc = Signal(aw, init=1)
+        # ... and ``wr + 2``, ``commit + 2``, ``rd + 1``, for ``w_full`` below.
+        wr_inc2 = Signal(aw, init=2)
+        commit_inc2 = Signal(aw, init=2)
+        rd_inc = Signal(aw, init=1)
 
-        # ``w_full`` is ``wr + 1 == rd`` a clock late: computed from the
-        # pointers' next values into a register, so the MAC's decisions on it
-        # do not start with a compare of the reader's pointer (placed, that
-        # path still held the receive clock at 118 MHz).
+        # ``w_full`` is ``wr + 1 == rd`` a clock late, a register. Its next
+        # value is one of six compares of registers (where ``wr`` and ``rd``
+        # go next: drop, write or neither; read or not), all made in
+        # parallel, chosen by the cycle's write, drop and read decisions: so
+        # the MAC's end-of-frame decision reaches the register through a
+        # select, not through the pointer arithmetic and an 11-bit compare
+        # (the receive clock's critical path before: 7.1 ns routed alone,
+        # tools/synth_board_pieces.py --route; 118 MHz placed, from the
+        # reader's pointer, before ``w_full`` was a register at all).
         full = Signal()
         m.d.comb += [self.w_full.eq(full), self.w_alone.eq(commit == rd)]
         write = self.w_en & ~self.w_full
-        wr_next, wr_next_inc = Signal(aw), Signal(aw)
+        wr_next, wr_next_inc, wr_next_inc2 = Signal(aw), Signal(aw), Signal(aw)
         m.d.comb += [
             wp.addr.eq(wr), wp.data.eq(self.w_data), wp.en.eq(write),
             wr_next.eq(Mux(write, wr_inc, wr)),
-            wr_next_inc.eq(Mux(write, wr_inc + 1, wr_inc)),
+            wr_next_inc.eq(Mux(write, wr_inc2, wr_inc)),
+            wr_next_inc2.eq(Mux(write, wr_inc2 + 1, wr_inc2)),
         ]
         with m.If(self.w_drop):
-            m.d.sync += [wr.eq(commit), wr_inc.eq(commit_inc)]
+            m.d.sync += [wr.eq(commit), wr_inc.eq(commit_inc), wr_inc2.eq(commit_inc2)]
         with m.Else():
-            m.d.sync += [wr.eq(wr_next), wr_inc.eq(wr_next_inc)]
+            m.d.sync += [wr.eq(wr_next), wr_inc.eq(wr_next_inc), wr_inc2.eq(wr_next_inc2)]
             with m.If(self.w_commit):
-                m.d.sync += [commit.eq(wr_next), commit_inc.eq(wr_next_inc)]
+                m.d.sync += [commit.eq(wr_next), commit_inc.eq(wr_next_inc),
+                             commit_inc2.eq(wr_next_inc2)]
 
         # Read: the RAM's output register is the stream's payload register.
         advance = (rd != commit) & (~self.r.valid | self.r.ready)
         m.d.comb += [rp.addr.eq(rd), rp.en.eq(advance), self.r.payload.eq(rp.data)]
-        rd_next = Signal(aw)
-        m.d.comb += rd_next.eq(Mux(advance, rd + 1, rd))
-        m.d.sync += [rd.eq(rd_next),
-                     full.eq(Mux(self.w_drop, commit_inc, wr_next_inc) == rd_next)]
+        m.d.sync += [rd.eq(Mux(advance, rd_inc, rd)), rd_inc.eq(Mux(advance, rd_inc + 1, rd_inc))]
+        with m.If(advance):
+            m.d.sync += full.eq(Mux(self.w_drop, commit_inc == rd_inc,
+                                    Mux(write, wr_inc2 == rd_inc, wr_inc == rd_inc)))
+        with m.Else():
+            m.d.sync += full.eq(Mux(self.w_drop, commit_inc == rd,
+                                    Mux(write, wr_inc2 == rd, wr_inc == rd)))
         with m.If(advance):
             m.d.sync += self.r.valid.eq(1)
         with m.Elif(self.r.ready):
