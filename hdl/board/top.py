@@ -20,7 +20,8 @@ one more key.
 
 Clocks and resets: every domain is held in reset until the PLL locks (and
 while the board's reset button is pressed), released through a
-:class:`~amaranth.lib.cdc.ResetSynchronizer` in its own clock. The PHY is held
+:class:`~amaranth.lib.cdc.ResetSynchronizer` in its own clock; the core's
+(``sync``) reset then goes through a ``DCCA`` onto a global line. The PHY is held
 in reset for 2^21 core clocks (~84 ms at 25 MHz) after lock, then runs with its strap defaults
 (auto-negotiation on). The receive clock domain of each port is driven by the
 PHY's ``RX_CLK`` and constrained to 125 MHz, the 1000 Mb/s rate.
