@@ -260,7 +260,8 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
         "core": core, "device": f"LFE5{device.upper().replace('-', '')}", "speed": speed,
         "lut4": used("TRELLIS_COMB"), "ff": used("TRELLIS_FF"), "ebr": used("DP16KD"),
         "dsp": used("MULT18X18D"), "ramw": used("TRELLIS_RAMW"),
-        "fmax_mhz": fmax, "fmax_after": stage, "placer": placer, "router": router, "target_mhz": freq, "critical_path": crit,
+        "fmax_mhz": fmax, "fmax_after": stage, "placer": placer, "router": router,
+        "target_mhz": freq, "critical_path": crit,
         "lut_levels": [{"levels": lv, "to": to[:80], "from": fr[:80]}
                        for lv, to, fr in logic_depth(out / f"{top}.json", top)],
         "yosys_s": round(t1 - t0, 1), "nextpnr_s": round(t2 - t1, 1),

