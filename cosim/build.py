@@ -67,19 +67,23 @@ class Design:
         return factory(**self.params)
 
 
-def nic_design(*, ports=1, tx_contexts=256, rx_contexts=0, shared_gcm=False, gcm_aes_cores=0):
+def nic_design(*, ports=1, tx_contexts=256, rx_contexts=0, shared_gcm=False, gcm_aes_cores=0,
+               table_fold=1):
     """The card (``hdl.top.Nic``) as every co-simulation builds it: one place, so
     the tests, the benches and ``tlsnic sim`` share one cached build per shape.
     ``rx_contexts`` 0 is the card without the TLS receive engine, and
     ``shared_gcm`` (with one) the card whose directions share a GCM engine, as
     on the boards, ``gcm_aes_cores`` the boards' engine (iterative AES cores,
-    see ``hdl.top.Nic``). Parameters at their default are left out of the key,
+    see ``hdl.top.Nic``), ``table_fold`` the boards' context tables (block-RAM
+    rows per entry). Parameters at their default are left out of the key,
     so those builds stay cached."""
     params = {"rx_contexts": rx_contexts} if rx_contexts else {}
     if shared_gcm and rx_contexts:
         params["shared_gcm"] = True
     if gcm_aes_cores:
         params["gcm_aes_cores"] = gcm_aes_cores
+    if table_fold != 1:
+        params["table_fold"] = table_fold
     return Design("tlsnic.hdl.top:make_nic", "nic", ports=ports, tx_contexts=tx_contexts, **params)
 
 

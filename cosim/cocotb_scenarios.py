@@ -43,17 +43,19 @@ async def run_batch(dut):
 
 
 def run_on_gateware(batch, *, ports=1, tx_contexts=256, rx_contexts=0, shared_gcm=False,
-                    gcm_aes_cores=0, tb_options=None, sim=None, waves=None, tag="plain"):
+                    gcm_aes_cores=0, table_fold=1, tb_options=None, sim=None, waves=None,
+                    tag="plain"):
     """Run ``batch`` (``[(key, scenario name, params), ...]``) on the NIC gateware.
 
-    ``ports``, ``tx_contexts``, ``rx_contexts``, ``shared_gcm`` and ``gcm_aes_cores`` configure the
-    card built (see :func:`tlsnic.cosim.build.nic_design`).
+    ``ports``, ``tx_contexts``, ``rx_contexts``, ``shared_gcm``, ``gcm_aes_cores`` and
+    ``table_fold`` configure the card built (see :func:`tlsnic.cosim.build.nic_design`).
     Returns ``{key: observation}``; a scenario that raised has ``{"error": traceback}``.
     """
     from tlsnic.cosim.build import nic_design
     from tlsnic.cosim.runner import CocotbRun
     run = CocotbRun(nic_design(ports=ports, tx_contexts=tx_contexts, rx_contexts=rx_contexts,
-                               shared_gcm=shared_gcm, gcm_aes_cores=gcm_aes_cores),
+                               shared_gcm=shared_gcm, gcm_aes_cores=gcm_aes_cores,
+                               table_fold=table_fold),
                     sim=sim, waves=waves)
     tb_options = dict(tb_options or {}, ports=ports)
     test_dir = run.build_dir / f"run-{tag}-{os.getpid()}"

@@ -58,6 +58,10 @@ class Nic(wiring.Component):
         The AES of the GCM engine(s): 0 the unrolled pipeline (a block per
         clock), n iterative cores (a block every ``ceil(15 / n)`` clocks, the
         boards' rate; :class:`~.crypto.gcm.GcmEngine`).
+    table_fold : int
+        Block RAM rows per TLS context-table entry (1; the boards' 4 takes a
+        quarter of the EBR for a few clocks a segment;
+        :class:`~.tls.table.ContextTable`).
 
     Members
     -------
@@ -70,7 +74,7 @@ class Nic(wiring.Component):
         Level interrupt: ``|(IRQ_STATUS & IRQ_ENABLE)``.
     """
     def __init__(self, *, ports=1, fifo_words=2048, tx_contexts=256, rx_contexts=0,
-                 shared_gcm=False, gcm_aes_cores=0):
+                 shared_gcm=False, gcm_aes_cores=0, table_fold=1):
         assert 1 <= ports <= 4, "port numbers are 2 bits wide inside the card"
         self.n_ports = ports
         self.fifo_words = fifo_words
@@ -78,6 +82,7 @@ class Nic(wiring.Component):
         self.rx_contexts = rx_contexts
         self.shared_gcm = shared_gcm and rx_contexts != 0
         self.gcm_aes_cores = gcm_aes_cores
+        self.table_fold = table_fold
         super().__init__({
             "csr": In(AxiLiteSignature(addr_width=CSR_ADDR_WIDTH)),
             "dma": Out(AxiSignature(addr_width=64, data_width=64)),
@@ -122,7 +127,8 @@ class Nic(wiring.Component):
         m.submodules.tx_out = tx_out = ChecksumInsert(ports=self.n_ports)
         shared = self.shared_gcm
         m.submodules.tls_tx = tls_tx = TlsTx(contexts=self.tx_contexts, ports=self.n_ports,
-                                             shared_gcm=shared, aes_cores=self.gcm_aes_cores)
+                                             shared_gcm=shared, aes_cores=self.gcm_aes_cores,
+                                             table_fold=self.table_fold)
         wiring.connect(m, txe.tls, tls_tx.host)
         wiring.connect(m, tls_tx.dma_wr, wr_arb.clients[2])
         wiring.connect(m, txe.dma_rd, rd_arb.clients[0])
@@ -145,7 +151,8 @@ class Nic(wiring.Component):
         if rx_tls:
             m.submodules.tls_rx = tls_rx = TlsRx(contexts=self.rx_contexts, ports=self.n_ports,
                                                  shared_gcm=shared,
-                                                 aes_cores=self.gcm_aes_cores)
+                                                 aes_cores=self.gcm_aes_cores,
+                                                 table_fold=self.table_fold)
             if shared:
                 m.submodules.gcm = gcm = GcmShare(aes_cores=self.gcm_aes_cores)
                 wiring.connect(m, tls_tx.gcm, gcm.users[0])

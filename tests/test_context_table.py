@@ -1,5 +1,6 @@
 """The context table (hdl/tls/table.py): a synchronous read port's timing in
-simulation, and block RAM with no glue logic in Yosys's ECP5 mapping."""
+simulation, and block RAM with no glue logic in Yosys's ECP5 mapping; folded,
+an entry over several block-RAM rows with ``busy`` while a read or write runs."""
 
 import random
 import re
@@ -49,10 +50,55 @@ def test_reads_what_was_written_a_clock_after_the_address(block_bits):
             if expect is not None:
                 assert ctx.get(dut.read.data) == expect
 
+    _simulate(dut, bench)
+
+
+def _simulate(dut, bench):
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+
+
+@pytest.mark.parametrize("fold", [2, 4])
+def test_folded_reads_what_was_written(fold):
+    """Random reads and writes against a dict, each started only when ``busy``
+    is low, as the engines do: a read's data is its entry from the first cycle
+    ``busy`` is low again, and stays until the next read; ``busy`` lasts
+    exactly ``fold`` clocks after a read starts and ``fold - 1`` after a write."""
+    rng = random.Random(fold)
+    dut = ContextTable(WIDTH, DEPTH, fold=fold)
+    ref = {a: 0 for a in range(DEPTH)}
+
+    async def bench(ctx):
+        expect = None
+        for _ in range(300):
+            assert not ctx.get(dut.busy)
+            op = rng.choice(["read", "write", "idle"])
+            addr, wdata = rng.randrange(DEPTH), rng.getrandbits(WIDTH)
+            ctx.set(dut.read.addr, addr)
+            ctx.set(dut.write.addr, addr)
+            ctx.set(dut.write.data, wdata)
+            ctx.set(dut.read.en, op == "read")
+            ctx.set(dut.write.en, op == "write")
+            await ctx.tick()
+            ctx.set(dut.read.en, 0)
+            ctx.set(dut.write.en, 0)
+            # Junk on the idle inputs while busy must not matter.
+            ctx.set(dut.read.addr, rng.randrange(DEPTH))
+            ctx.set(dut.write.data, rng.getrandbits(WIDTH))
+            busy = {"read": fold, "write": fold - 1, "idle": 0}[op]
+            for _ in range(busy):
+                assert ctx.get(dut.busy)
+                await ctx.tick()
+            if op == "read":
+                expect = ref[addr]
+            elif op == "write":
+                ref[addr] = wdata
+            if expect is not None:
+                assert ctx.get(dut.read.data) == expect
+
+    _simulate(dut, bench)
 
 
 def _yosys_stat(tmp_path, dut):
@@ -81,3 +127,18 @@ def test_the_part_above_block_bits_goes_to_lut_ram(tmp_path):
     cells = _yosys_stat(tmp_path, ContextTable(WIDTH, DEPTH, block_bits=144))
     assert cells.get("DP16KD") == 4
     assert cells.get("TRELLIS_DPR16X4") == -(-(WIDTH - 144) // 4)
+
+
+@pytest.mark.parametrize("fold", [2, 4])
+def test_a_folded_table_takes_a_fold_of_the_block_ram(tmp_path, fold):
+    """1,000 bits an entry, 16 entries: 28 DP16KD unfolded, 14 at two rows an
+    entry, 7 at four; the read register is still the block RAM's; the logic
+    is the write buffer's: half a LUT4 a bit for two rows, one for four."""
+    width = 1000
+    cells = _yosys_stat(tmp_path, ContextTable(width, 16, fold=fold))
+    row = -(-width // fold)
+    assert cells.get("DP16KD") == -(-row // 36) == 28 // fold
+    assert cells.get("TRELLIS_DPR16X4", 0) == 0
+    # entry + write buffer (fold - 1 rows) + a few counters
+    assert cells.get("TRELLIS_FF", 0) <= width + row * (fold - 1) + 32, cells
+    assert cells.get("LUT4", 0) <= {2: 0.55, 4: 1.1}[fold] * width, cells

@@ -78,8 +78,10 @@ def card_stressed():
 
 @pytest.fixture(scope="module")
 def card_shared():
-    # The boards' engine: shared by both directions, folded AES, digit-serial GHASH.
-    board = {"shared_gcm": True, "gcm_aes_cores": BOARD_NIC["gcm_aes_cores"]}
+    # The boards' engine (shared by both directions, folded AES, digit-serial
+    # GHASH) and context tables (folded into block-RAM rows).
+    board = {"shared_gcm": True, "gcm_aes_cores": BOARD_NIC["gcm_aes_cores"],
+             "table_fold": BOARD_NIC["table_fold"]}
     plain = run_on_gateware(_batch(SHARED), rx_contexts=256, tag="tls_shared", **board)
     stressed = run_on_gateware(_batch(SHARED), rx_contexts=256, tb_options=STRESS,
                                tag="tls_shared_stress", **board)

@@ -205,6 +205,8 @@ class TlsRx(wiring.Component):
     aes_cores : int
         Without ``shared_gcm``: the AES of its own engine (0: the unrolled
         pipeline, n: n iterative cores; :class:`~..crypto.gcm.GcmEngine`).
+    table_fold : int
+        Block RAM rows per context-table entry (:class:`~.table.ContextTable`).
 
     Members
     -------
@@ -215,12 +217,13 @@ class TlsRx(wiring.Component):
     ev_* : Out
         Counter strobes (one clock per frame or command), with amounts.
     """
-    def __init__(self, *, contexts=256, ports=1, shared_gcm=False, aes_cores=0):
+    def __init__(self, *, contexts=256, ports=1, shared_gcm=False, aes_cores=0, table_fold=1):
         assert 2 <= contexts < 1 << 15
         self.contexts = contexts
         self.ports = ports
         self.shared_gcm = shared_gcm
         self.aes_cores = aes_cores
+        self.table_fold = table_fold
         super().__init__({
             **({"gcm": Out(GcmUser())} if shared_gcm else {}),
             "ctl": In(TlsRxControl()),
@@ -240,12 +243,17 @@ class TlsRx(wiring.Component):
                                       shared=self.gcm if self.shared_gcm else None,
                                       aes_cores=self.aes_cores)
         m.submodules.scanner = scanner = HeaderScanner()
-        m.submodules.conns = conns = ContextTable(RxConnection, self.contexts + 1)
-        m.submodules.table = table = ContextTable(RxContext, self.contexts + 1)
+        fold = self.table_fold
+        m.submodules.conns = conns = ContextTable(RxConnection, self.contexts + 1, fold=fold)
+        m.submodules.table = table = ContextTable(RxContext, self.contexts + 1, fold=fold)
         table_rd, table_wr = table.read, table.write
         conn_wr = conns.write
-        # Both halves of an entry are read together, at one address.
-        m.d.comb += [conns.read.addr.eq(table_rd.addr), conns.read.en.eq(table_rd.en)]
+        # Both halves of an entry are read together, at one address, only when
+        # a command or a steered frame is taken (a folded table starts a read
+        # on ``en``); neither is taken while the last entry is being written.
+        table_busy = table.busy | conns.busy
+        m.d.comb += [conns.read.addr.eq(table_rd.addr), conns.read.en.eq(table_rd.en),
+                     table_rd.en.eq(0)]
 
         # ---- live contexts (registers: the TX engine asks combinationally)
         live = Signal(self.contexts + 1)
@@ -403,10 +411,10 @@ class TlsRx(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += table_rd.addr.eq(ctl.cmd.payload.tag)
                 m.d.sync += [frame_error.eq(0), pidx.eq(0)]
-                with m.If(steer.busy):
+                with m.If(steer.busy | table_busy):
                     pass
                 with m.Elif(ctl.cmd.valid):
-                    m.d.comb += ctl.cmd.ready.eq(1)
+                    m.d.comb += [ctl.cmd.ready.eq(1), table_rd.en.eq(1)]
                     m.d.sync += cmd.eq(ctl.cmd.payload)
                     m.next = "C_LOAD"
                 with m.Elif(self.rx.frame.valid):
@@ -422,11 +430,12 @@ class TlsRx(wiring.Component):
 
             # ---- control descriptors
             with m.State("C_LOAD"):
-                m.d.sync += [conn.eq(conns.read.data), ctx.eq(table_rd.data)]
-                with m.If(cmd.opcode == TxOpcode.RX_FREE):
-                    m.next = "C_STEER"
-                with m.Else():
-                    m.next = "C_PARAMS"
+                with m.If(~table_busy):
+                    m.d.sync += [conn.eq(conns.read.data), ctx.eq(table_rd.data)]
+                    with m.If(cmd.opcode == TxOpcode.RX_FREE):
+                        m.next = "C_STEER"
+                    with m.Else():
+                        m.next = "C_PARAMS"
             with m.State("C_PARAMS"):
                 m.d.comb += ctl.data.ready.eq(1)
                 with m.If(ctl.data.valid):
@@ -515,19 +524,23 @@ class TlsRx(wiring.Component):
                 with m.Else():
                     m.next = "WALK"
             with m.State("F_STEER"):
-                m.d.comb += [steer.result.ready.eq(1), table_rd.addr.eq(steer.result.payload.tag)]
-                with m.If(steer.result.valid):
+                m.d.comb += [steer.result.ready.eq(~table_busy),
+                             table_rd.addr.eq(steer.result.payload.tag)]
+                with m.If(steer.result.valid & ~table_busy):
+                    m.d.comb += table_rd.en.eq(1)
                     m.d.sync += tag.eq(Mux(steer.result.payload.hit, steer.result.payload.tag, 0))
                     with m.If(steer.result.payload.hit):
                         m.next = "F_LOAD"
                     with m.Else():
                         m.next = "WALK"
             with m.State("F_LOAD"):
-                m.d.sync += [conn.eq(conns.read.data), ctx.eq(table_rd.data), rec.eq(table_rd.data.rec),
-                             state.eq(table_rd.data.state), window.eq(table_rd.data.window),
-                             window_count.eq(table_rd.data.window_count),
-                             candidate.eq(table_rd.data.candidate_seq)]
-                m.next = "F_DECIDE"
+                with m.If(~table_busy):
+                    m.d.sync += [conn.eq(conns.read.data), ctx.eq(table_rd.data),
+                                 rec.eq(table_rd.data.rec), state.eq(table_rd.data.state),
+                                 window.eq(table_rd.data.window),
+                                 window_count.eq(table_rd.data.window_count),
+                                 candidate.eq(table_rd.data.candidate_seq)]
+                    m.next = "F_DECIDE"
             with m.State("F_DECIDE"):
                 m.d.sync += [first_byte.eq(info.payload_start), end_byte.eq(info.payload_end)]
                 with m.If(~key_ok):

@@ -22,12 +22,29 @@ Two things make that mapping free of glue logic:
   only in later states of the same FSM, so a read that is used never meets a
   write. (The simulators return the old entry there; hardware may not.)
 
+Folding
+-------
+An entry 1,000 bits wide is 28 ``DP16KD`` side by side whatever the depth, so
+a table of 16 entries uses 16 of each block RAM's 512 rows: the boards' four
+tables took 90 of the ECP5-85's 208 EBR, and the EBR rows were so full that
+the placer could not spread the AES cores' S-boxes (all of them landed on one
+row, the routing congestion's centre). With ``fold`` = *f* an entry is *f*
+rows of ``width / f`` bits (row ``addr * f + beat``): half the EBR at *f* = 2,
+the boards' choice. The price is time and a little logic: a read delivers the entry
+*f* + 1 clocks after it starts (one row a clock into the output register, which
+takes it a slice at a time), and a write stores its first row at once and the
+others from a buffer over the next *f* - 1 clocks (``(f - 1) / f`` of an entry
+in flip-flops, half a LUT4 a bit at *f* = 2, three quarters at 4). ``busy`` is
+high while either is under way; the user starts neither while ``busy``. The
+TLS engines read an entry once per command or frame and write it once, a few
+states apart, so the table's time is a few clocks per segment.
+
 ``block_bits`` keeps the top of the entry in LUT RAM when the board's EBR do
-not stretch to the whole table.
+not stretch to the whole table (unfolded tables only).
 """
 
 from amaranth import *
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
 
@@ -44,28 +61,41 @@ class ContextTable(wiring.Component):
     block_bits : int or None
         Low bits of each entry held in block RAM; the rest in LUT RAM.
         ``None``: all of it.
+    fold : int
+        Block RAM rows per entry (a power of two; see "Folding").
 
     Members
     -------
     read : Out(ReadPort.Signature)
-        ``data`` is the entry at the ``addr`` of the previous cycle in which
-        ``en`` was high (a synchronous read port's timing).
+        Unfolded: ``data`` is the entry at the ``addr`` of the previous cycle
+        in which ``en`` was high (a synchronous read port's timing). Folded:
+        a cycle with ``en`` high starts a read of ``addr``; ``data`` is that
+        entry from the first cycle after it in which ``busy`` is low, and
+        stays until the next read.
     write : Out(WritePort.Signature)
         ``data`` is written to ``addr`` when ``en``.
+    busy : Out(1)
+        A folded read or write is under way (always 0 unfolded).
     """
-    def __init__(self, shape, depth, *, block_bits=None):
+    def __init__(self, shape, depth, *, block_bits=None, fold=1):
         self.shape = shape
         self.depth = depth
         width = Shape.cast(shape).width
         self.block_bits = width if block_bits is None else min(block_bits, width)
         assert self.block_bits > 0
+        assert fold >= 1 and fold & (fold - 1) == 0, "fold is a power of two"
+        assert fold == 1 or self.block_bits == width, "a folded table is all block RAM"
+        self.fold = fold
         addr_width = max(1, (depth - 1).bit_length())
         super().__init__({
             "read": Out(ReadPort.Signature(addr_width=addr_width, shape=shape)),
             "write": Out(WritePort.Signature(addr_width=addr_width, shape=shape)),
+            "busy": Out(1),
         })
 
     def elaborate(self, platform):
+        if self.fold > 1:
+            return self._elaborate_folded()
         m = Module()
         width = Shape.cast(self.shape).width
         spans = [(0, self.block_bits, {"ram_style": "block", "no_rw_check": 1})]
@@ -87,3 +117,57 @@ class ContextTable(wiring.Component):
                 m.d.sync += entry[lo:hi].eq(rd.data)
         m.d.comb += self.read.data.eq(entry)
         return m
+
+    def _elaborate_folded(self):
+        m = Module()
+        fold = self.fold
+        width = Shape.cast(self.shape).width
+        row = -(-width // fold)
+        beat_bits = (fold - 1).bit_length()
+        mem = m.submodules.mem = Memory(shape=row, depth=self.depth * fold, init=[],
+                                        attrs={"ram_style": "block", "no_rw_check": 1})
+        rd = mem.read_port(domain="comb")
+        wr = mem.write_port()
+
+        # Read: row ``step - 1`` is addressed while ``step`` counts 1..fold - 1
+        # (row 0 in the starting cycle), lands in ``rq`` (the block RAM's own
+        # output register: see above) a clock later, and in its slice of
+        # ``entry`` the clock after that.
+        r_addr = Signal.like(self.read.addr)
+        r_step = Signal(range(fold + 1))        # 0: idle; else the slice rq holds, plus one
+        rq = Signal(row, reset_less=True)
+        entry = Signal(row * fold, reset_less=True)
+        with m.If(self.read.en):
+            m.d.comb += rd.addr.eq(Cat(C(0, beat_bits), self.read.addr))
+            m.d.sync += [r_addr.eq(self.read.addr), r_step.eq(1)]
+        with m.Else():
+            m.d.comb += rd.addr.eq(Cat(r_step[:beat_bits], r_addr))
+        m.d.sync += rq.eq(rd.data)
+        with m.If(r_step != 0):
+            m.d.sync += r_step.eq(Mux(r_step == fold, 0, r_step + 1))
+        for k in range(fold):           # a clock enable per slice, no multiplexer
+            with m.If(r_step == k + 1):
+                m.d.sync += entry[k * row:(k + 1) * row].eq(rq)
+        m.d.comb += self.read.data.eq(entry[:width])
+
+        # Write: the first row goes in the starting cycle, straight from
+        # ``data``; the others wait in ``w_rest``, which shifts a row down a
+        # clock (a 2:1 select per bit; a select among the buffer's rows maps
+        # to a LUT6 a bit for four of them).
+        w_addr = Signal.like(self.write.addr)
+        w_step = Signal(range(fold))            # 0: idle; else the row being written
+        w_rest = Signal(row * (fold - 1), reset_less=True)
+        data = Cat(self.write.data, C(0, row * fold - width))
+        with m.If(self.write.en):
+            m.d.comb += [wr.addr.eq(Cat(C(0, beat_bits), self.write.addr)),
+                         wr.data.eq(data[:row]), wr.en.eq(1)]
+            m.d.sync += [w_addr.eq(self.write.addr), w_rest.eq(data[row:]), w_step.eq(1)]
+        with m.Elif(w_step != 0):
+            m.d.comb += [wr.addr.eq(Cat(w_step[:beat_bits], w_addr)),
+                         wr.data.eq(w_rest[:row]), wr.en.eq(1)]
+            m.d.sync += [w_rest.eq(w_rest >> row),
+                         w_step.eq(Mux(w_step == fold - 1, 0, w_step + 1))]
+
+        m.d.comb += self.busy.eq((r_step != 0) | (w_step != 0))
+        return m
+

@@ -142,6 +142,9 @@ class TlsTx(wiring.Component):
     aes_cores : int
         Without ``shared_gcm``: the AES of its own engine (0: the unrolled
         pipeline, n: n iterative cores; :class:`~..crypto.gcm.GcmEngine`).
+    table_fold : int
+        Block RAM rows per context-table entry (:class:`~.table.ContextTable`):
+        the boards' 4 takes a quarter of the EBR and a few clocks a segment.
 
     Members
     -------
@@ -154,12 +157,13 @@ class TlsTx(wiring.Component):
     ev_* : Out
         Counter strobes, with amounts where a counter advances by more than one.
     """
-    def __init__(self, *, contexts=256, ports=1, shared_gcm=False, aes_cores=0):
+    def __init__(self, *, contexts=256, ports=1, shared_gcm=False, aes_cores=0, table_fold=1):
         assert 1 <= contexts < 1 << 16
         self.contexts = contexts
         self.ports = ports
         self.shared_gcm = shared_gcm
         self.aes_cores = aes_cores
+        self.table_fold = table_fold
         super().__init__({
             **({"gcm": Out(GcmUser())} if shared_gcm else {}),
             "host": In(TlsTxHost()),
@@ -179,13 +183,17 @@ class TlsTx(wiring.Component):
         gcm, merge_fifo = cipher_path(m, wiring.flipped(self.host.frames), MERGE_FIFO_DEPTH,
                                       shared=self.gcm if self.shared_gcm else None,
                                       aes_cores=self.aes_cores)
-        m.submodules.conns = conns = ContextTable(TxConnection, self.contexts + 1)
-        m.submodules.table = table = ContextTable(TxContext, self.contexts + 1)
+        fold = self.table_fold
+        m.submodules.conns = conns = ContextTable(TxConnection, self.contexts + 1, fold=fold)
+        m.submodules.table = table = ContextTable(TxContext, self.contexts + 1, fold=fold)
         m.submodules.tags = tags = Memory(shape=128, depth=MAX_TAGS, init=[])
         table_rd, table_wr = table.read, table.write
         conn_wr = conns.write
-        # Both halves of an entry are read together, at one address.
-        m.d.comb += [conns.read.addr.eq(table_rd.addr), conns.read.en.eq(table_rd.en)]
+        # Both halves of an entry are read together, at one address, only when
+        # a command is taken (a folded table starts a read on ``en``).
+        table_busy = table.busy | conns.busy
+        m.d.comb += [conns.read.addr.eq(table_rd.addr), conns.read.en.eq(table_rd.en),
+                     table_rd.en.eq(0)]
         tags_rd, tags_wr = tags.read_port(), tags.write_port()
 
         # ---- plumbing: parser, word FIFO, merge, output
@@ -371,8 +379,10 @@ class TlsTx(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.host.cmd.ready.eq(1), table_rd.addr.eq(self.host.cmd.payload.tag)]
-                with m.If(self.host.cmd.valid):
+                # Not while the last command's entry is still being written.
+                m.d.comb += [self.host.cmd.ready.eq(~table_busy),
+                             table_rd.addr.eq(self.host.cmd.payload.tag)]
+                with m.If(self.host.cmd.valid & ~table_busy):
                     c = self.host.cmd.payload
                     m.d.sync += [
                         cmd.eq(c), frame_error.eq(0), pos.eq(0), lanes_done.eq(0), touched.eq(0),
@@ -385,14 +395,16 @@ class TlsTx(wiring.Component):
                     ]
                     # Out-of-range tags read entry 0 (never in use).
                     in_table = (c.tag != 0) & (c.tag <= self.contexts)
-                    m.d.comb += table_rd.addr.eq(Mux(in_table, c.tag, 0))
+                    m.d.comb += [table_rd.addr.eq(Mux(in_table, c.tag, 0)), table_rd.en.eq(1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.sync += [conn.eq(conns.read.data), ctx.eq(table_rd.data), rec.eq(table_rd.data.rec)]
-                with m.If(cmd.opcode == TxOpcode.FREE):
-                    m.next = "FREE"
-                with m.Else():
-                    m.next = "INFO"
+                with m.If(~table_busy):
+                    m.d.sync += [conn.eq(conns.read.data), ctx.eq(table_rd.data),
+                                 rec.eq(table_rd.data.rec)]
+                    with m.If(cmd.opcode == TxOpcode.FREE):
+                        m.next = "FREE"
+                    with m.Else():
+                        m.next = "INFO"
             with m.State("FREE"):
                 # Tag and liveness were checked by the TX engine.
                 m.d.comb += [table_wr.addr.eq(cmd.tag), table_wr.data.eq(0), table_wr.en.eq(1),
