@@ -8,7 +8,7 @@
                runt / size limits    drop the rest
 
     125 MHz (tx)                                     core clock (sync)
-    RgmiiTx <─ MacTx <──────────── AsyncFIFO <─ PacketBuffer <─ tx (AXI4-Stream from the NIC)
+    RgmiiTx <─ MacTx <──── AsyncFIFOBuffered <─ PacketBuffer <─ tx (AXI4-Stream from the NIC)
                preamble/SFD, pad,                store and forward
                FCS, inter-frame gap
 
@@ -334,7 +334,8 @@ class Mac(wiring.Component):
         Frame buffer words on each side (powers of two, at least one
         :data:`~tlsnic.abi.MAX_FRAME` frame).
     cdc_depth : int
-        Words of each :class:`~amaranth.lib.fifo.AsyncFIFO`.
+        Words of each clock-domain crossing FIFO (the transmit one has one
+        more, its output register).
 
     Members
     -------
@@ -408,8 +409,12 @@ class Mac(wiring.Component):
                 m.d.comb += self.tx.tready.eq(1)
                 with m.If(self.tx.tvalid & self.tx.tlast):
                     m.next = "STORE"
-        m.submodules.tx_cdc = tx_cdc = fifo.AsyncFIFO(
-            width=width, depth=self._cdc_depth, w_domain="sync", r_domain=txd)
+        # Buffered: the word MacTx takes (and counts the bytes of) comes from a
+        # register in its own domain, not through the LUT RAM's read mux from
+        # a pointer, on wire that the placer stretches between the two domains
+        # (the transmit clock's path in the board: 118.9 MHz placed at f1dc0e8).
+        m.submodules.tx_cdc = tx_cdc = fifo.AsyncFIFOBuffered(
+            width=width, depth=self._cdc_depth + 1, w_domain="sync", r_domain=txd)
         m.submodules.tx_mac = tx_mac = DomainRenamer(txd)(MacTx())
         m.d.comb += [
             tx_cdc.w_data.eq(tx_buf.r.payload), tx_cdc.w_en.eq(tx_buf.r.valid),

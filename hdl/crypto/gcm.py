@@ -726,24 +726,39 @@ class GcmEngine(wiring.Component):
         c1_tdata = Signal(128, reset_less=True)
         c1_tm = Signal(16, reset_less=True)
         c1_enc_tag = Signal()      # the output bytes are the computed tag's
-        with m.If(adv["c1"]):
+        # With the digit-serial multiply, C1's registers take only live slots
+        # and hold them while the product is made (see below).
+        with m.If(adv["c1"] & (live_c1 if waits else 1)):
             m.d.sync += [c1_s.eq(s), c1_st.eq(bn), c1_en.eq(b_en), c1_lane.eq(bc.lane),
                          c1_lacc.eq(Mux(bn.lane, bc.acc1, bc.acc)),
                          c1_ej0.eq(b_ej0), c1_tdata.eq(b_tdata), c1_tm.eq(b_tm),
                          c1_enc_tag.eq(is_chunk(s, Kind.TAG) & ~s.dec)]
             m.d.sync += [r.eq(p) for r, p in zip(c1_parts, parts)]
-            with m.If(live_c1):
-                m.d.sync += own_c1.eq(bn)
+        with m.If(adv["c1"] & live_c1):
+            m.d.sync += own_c1.eq(bn)
 
-        # The digit-serial multiply's wait: the slot and what C2 takes from C1,
-        # through mul_digits - 1 more stages (plain registers).
-        for w in waits:
-            carried = {"s": c1_s, "st": c1_st, "en": c1_en, "lane": c1_lane, "lacc": c1_lacc,
-                       "ej0": c1_ej0, "tdata": c1_tdata, "tm": c1_tm, "enc_tag": c1_enc_tag}
-            later = {k: Signal.like(c, name=f"{w}_{k}") for k, c in carried.items()}
-            with m.If(adv[w]):
-                m.d.sync += [later[k].eq(c) for k, c in carried.items()]
-            c1_s, c1_st, c1_en, c1_lane, c1_lacc, c1_ej0, c1_tdata, c1_tm, c1_enc_tag = later.values()
+        # The digit-serial multiply's wait: mul_digits - 1 more stages between
+        # C1 and C2. Live slots are at least mul_digits advances apart (a
+        # core's turn, ``mul_digits`` <= its spacing), so while one waits no
+        # other enters C1: the slot and all C2 takes with it stay in C1's
+        # registers, and only a one-bit marker travels the wait stages (it
+        # was ~2.7 k flip-flops of copies). C2 sees the held slot when the
+        # marker arrives, an empty slot otherwise.
+        if waits:
+            marker = Signal(name="c1_live")
+            with m.If(adv["c1"]):
+                m.d.sync += marker.eq(live_c1)
+            for w in waits:
+                later = Signal(name=f"{w}_live")
+                with m.If(adv[w]):
+                    m.d.sync += later.eq(marker)
+                marker = later
+            arrived = marker
+            held = Signal(_Slot)
+            m.d.comb += held.eq(c1_s)
+            with m.If(~arrived):
+                m.d.comb += [held.op.eq(_Op.NONE), held.load.eq(0)]   # as an empty slot
+            c1_s, c1_en = held, c1_en & arrived
 
         m.d.comb += [c2_load.eq(c1_s.load), c2_lacc.eq(c1_lacc)]
         s = c1_s
