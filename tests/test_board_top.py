@@ -65,8 +65,10 @@ def test_every_board_top_produces_its_build_plan(board_plan):
     rtlil = files[f"{name}.il"]
     assert "nic.tls_tx" in rtlil or "\\nic.tls_tx" in rtlil or "tls_tx" in rtlil
     assert rtlil.count("EHXPLLL") >= 1
-    # The core's reset on a global line (nextpnr promotes only clocks by itself).
+    # The core's reset and the GCM engine's stall on global lines (nextpnr
+    # promotes only clocks by itself; hdl/fabric.py).
     assert re.search(r"cell \\DCCA \\rst_sync_dcca", rtlil)
+    assert re.search(r"cell \\DCCA \\gcm_adv_dcca", rtlil)
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

@@ -108,9 +108,6 @@ class SimBoardTop(BoardTop, wiring.Component):
             m.d.comb += ClockSignal(out.domain).eq(getattr(self, f"clk_{out.domain}"))
         return ~self.pll_locked | self.rst, {out.domain: out.freq for out in outputs}
 
-    def _global_line(self, m, name, signal):
-        return signal
-
     def _uart_pins(self, m, platform):
         rx, tx = io.SimulationPort("i", 1), io.SimulationPort("o", 1)
         m.d.comb += [rx.i.eq(self.uart_rx), self.uart_tx.eq(tx.o)]

@@ -39,6 +39,7 @@ from amaranth_boards.resources import UARTResource
 from amaranth.lib import cdc, io, wiring
 
 from tlsnic.link import BOARD_ID, BoardReg, LinkStatusBits
+from ..fabric import global_line
 from ..top import Nic
 from .mac import Mac, MacCounter
 from .pll import Ecp5Pll, PllOutput, solve_pll
@@ -192,7 +193,7 @@ class BoardTop(Elaboratable):
                 # net router2 found most overused. It goes on a global line.
                 released = Signal(init=1)
                 m.submodules.rs_sync = cdc.AsyncFFSynchronizer(hold, released, o_domain="sync")
-                m.d.comb += ResetSignal("sync").eq(self._global_line(m, "rst_sync", released))
+                m.d.comb += ResetSignal("sync").eq(global_line(m, platform, "rst_sync", released))
             else:
                 m.submodules[f"rs_{out.domain}"] = cdc.ResetSynchronizer(hold, domain=out.domain)
         f_sync = freqs["sync"]
@@ -322,14 +323,6 @@ class BoardTop(Elaboratable):
             freqs[out.domain] = pll_cfg.achieved(i)
             self._constrain(platform, pll.clocks[out.domain], freqs[out.domain])
         return ~pll.locked | rst_buf.i, freqs
-
-    def _global_line(self, m, name, signal):
-        """``signal`` through a ``DCCA``: onto one of the ECP5's global lines,
-        which reach every slice's clock, reset and enable inputs without the
-        fabric's routing. nextpnr promotes clocks by itself, nothing else."""
-        line = Signal(name=f"{name}_global")
-        m.submodules[f"{name}_dcca"] = Instance("DCCA", i_CLKI=signal, i_CE=C(1), o_CLKO=line)
-        return line
 
     def _uart_pins(self, m, platform):
         """The host UART: an object with port-likes ``rx`` and ``tx``."""

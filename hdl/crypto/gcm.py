@@ -58,8 +58,9 @@ With ``aes_cores`` (the boards' engine), :class:`~.aes_folded.AesFolded`
 replaces the pipeline (16 cycles) and the front end issues a slot only on a
 core's turn, every 4 clocks for 4 cores; the GHASH multiply is then
 digit-serial (:class:`~.ghash.GfMulSerial`, 32 bits of the block a clock over
-4 clocks, a quarter of the multiplier), and a slot waits for its product in
-three more register stages between ``C1`` and ``C2``. Its inputs pass a
+4 clocks, a quarter of the multiplier), and a slot waits for its product
+three more stages between ``C1`` and ``C2`` (held in ``C1``'s registers: slots
+are a core's spacing apart; a marker moves). Its inputs pass a
 one-entry register first, so that a user's ``ready`` is not decoded from its
 own chunk (see ``_input_register``). Latency 26 cycles.
 
@@ -101,6 +102,7 @@ from amaranth.lib import data, enum as aenum, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
+from ..fabric import global_line, has_global_lines
 from .aes import LATENCY as AES_LATENCY, AesPipeline
 from .aes_folded import FOLDED_LATENCY, AesFolded, turn_spacing
 from .ghash import GfMulSerial, _xor_tree, gf_mul_wide_parts, gf_reduce, gf_square
@@ -404,11 +406,23 @@ class GcmEngine(wiring.Component):
         # register is replicated, one copy per pipeline stage (``keep``: Yosys
         # would merge identical flip-flops; ``tlsnic synth`` marks the cells),
         # so each enable net stays within its stage.
+        # On an ECP5 (the boards) one register drives a global line for the
+        # front and back end instead, which reaches every slice's clock enable
+        # (:mod:`tlsnic.hdl.fabric`): even a stage's copy fanned out to ~1.4 k
+        # enables over the engine's region and was among the most overused
+        # nets of the board's routing. The AES keeps its copies (they also
+        # enable its S-boxes' block RAM).
         waits = [f"c1w{i}" for i in range(self.mul_digits - 1)]
-        adv = {k: Signal(init=1, name=f"adv_{k}", attrs={"keep": 1})
-               for k in ("front", "r", "a", "b", "c1", *waits, "c2", "d")}
+        stages = ("front", "r", "a", "b", "c1", *waits, "c2", "d")
         adv_aes = [Signal(init=1, name=f"adv_aes{i}", attrs={"keep": 1})
                    for i in range(aes_stages)]
+        if has_global_lines(platform):
+            adv_line = Signal(init=1, name="adv")
+            adv = dict.fromkeys(stages, global_line(m, platform, "gcm_adv", adv_line))
+            adv_regs = [adv_line, *adv_aes]
+        else:
+            adv = {k: Signal(init=1, name=f"adv_{k}", attrs={"keep": 1}) for k in stages}
+            adv_regs = [*adv.values(), *adv_aes]
         m.d.comb += aes.en.eq(Cat(*adv_aes))
 
         # ---------------------------------------------------------------- front end
@@ -856,7 +870,7 @@ class GcmEngine(wiring.Component):
             # Beats held after this cycle: at most one, or the next one may not fit.
             n = port.valid.as_unsigned() + v1 + push - pop
             room.append(n <= 1)
-        m.d.sync += [a.eq(Cat(*room).all()) for a in [*adv.values(), *adv_aes]]
+        m.d.sync += [a.eq(Cat(*room).all()) for a in adv_regs]
         return m
 
     def _input_register(self, m):

@@ -268,8 +268,9 @@ class TlsRx(wiring.Component):
         cmd = Signal(TlsTxCommand)
         frame = Signal(RxTlsFrame, reset_less=True)
         info = frame.info
-        conn = Signal(RxConnection, reset_less=True)  # the connection as read
-        ctx = Signal(RxContext, reset_less=True)     # the moving half as read
+        # The entry as read, held by the tables until their next read (as TX).
+        conn = conns.read.data          # the connection
+        ctx = table_rd.data             # the moving half
         tag = Signal(16)                # the frame's context (0: none)
         rec = Signal(RxRecord)          # the walker's record
         state = Signal(RxTlsStatus)     # the tracker, as it moves through the frame
@@ -431,7 +432,6 @@ class TlsRx(wiring.Component):
             # ---- control descriptors
             with m.State("C_LOAD"):
                 with m.If(~table_busy):
-                    m.d.sync += [conn.eq(conns.read.data), ctx.eq(table_rd.data)]
                     with m.If(cmd.opcode == TxOpcode.RX_FREE):
                         m.next = "C_STEER"
                     with m.Else():
@@ -527,7 +527,7 @@ class TlsRx(wiring.Component):
                 m.d.comb += [steer.result.ready.eq(~table_busy),
                              table_rd.addr.eq(steer.result.payload.tag)]
                 with m.If(steer.result.valid & ~table_busy):
-                    m.d.comb += table_rd.en.eq(1)
+                    m.d.comb += table_rd.en.eq(steer.result.payload.hit)
                     m.d.sync += tag.eq(Mux(steer.result.payload.hit, steer.result.payload.tag, 0))
                     with m.If(steer.result.payload.hit):
                         m.next = "F_LOAD"
@@ -535,8 +535,7 @@ class TlsRx(wiring.Component):
                         m.next = "WALK"
             with m.State("F_LOAD"):
                 with m.If(~table_busy):
-                    m.d.sync += [conn.eq(conns.read.data), ctx.eq(table_rd.data),
-                                 rec.eq(table_rd.data.rec), state.eq(table_rd.data.state),
+                    m.d.sync += [rec.eq(table_rd.data.rec), state.eq(table_rd.data.state),
                                  window.eq(table_rd.data.window),
                                  window_count.eq(table_rd.data.window_count),
                                  candidate.eq(table_rd.data.candidate_seq)]
