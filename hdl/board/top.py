@@ -67,9 +67,9 @@ RGMII_FREQ = 125e6
 #: 24 EBR for TX and 22 for RX beside the engine's S-boxes (40), the window
 #: (16), the packet buffers and the tag log (40). In LUT RAM the two tables were
 #: 1,045 DPR16X4, 6 k logic cells; unfolded in block RAM they were 47 + 43 EBR,
-#: 186 of the 208 in all, and the placer could not spread the AES cores' S-boxes
-#: over more than one EBR row: neither board routed. (Four rows an entry would
-#: be 24 EBR for both, at ~1 LUT4 a bit instead of half of one.)
+#: 186 of the 208 in all (folding them did not make the board route, README,
+#: "Boards"; it leaves a third of the EBR free). (Four rows an entry would be
+#: 24 EBR for both, at ~1 LUT4 a bit instead of half of one.)
 BOARD_NIC = {"tx_contexts": 15, "rx_contexts": 8, "shared_gcm": True, "gcm_aes_cores": 4,
              "table_fold": 2}
 

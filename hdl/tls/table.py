@@ -26,9 +26,10 @@ Folding
 -------
 An entry 1,000 bits wide is 28 ``DP16KD`` side by side whatever the depth, so
 a table of 16 entries uses 16 of each block RAM's 512 rows: the boards' four
-tables took 90 of the ECP5-85's 208 EBR, and the EBR rows were so full that
-the placer could not spread the AES cores' S-boxes (all of them landed on one
-row, the routing congestion's centre). With ``fold`` = *f* an entry is *f*
+tables took 90 of the ECP5-85's 208 EBR (the block-RAM rows were full, and
+the one holding the AES cores' S-boxes was where the routing congestion sat;
+with the tables folded it was no better: README, "Boards"; the free EBR are
+room for more). With ``fold`` = *f* an entry is *f*
 rows of ``width / f`` bits (row ``addr * f + beat``): half the EBR at *f* = 2,
 the boards' choice. The price is time and a little logic: a read delivers the entry
 *f* + 1 clocks after it starts (one row a clock into the output register, which
