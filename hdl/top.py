@@ -59,9 +59,8 @@ class Nic(wiring.Component):
         clock), n iterative cores (a block every ``ceil(15 / n)`` clocks, the
         boards' rate; :class:`~.crypto.gcm.GcmEngine`).
     table_fold : int
-        Block RAM rows per TLS context-table entry (1; the boards' 4 takes a
-        quarter of the EBR for a few clocks a segment;
-        :class:`~.tls.table.ContextTable`).
+        Block RAM rows per TLS context-table entry (default 1; 2 takes half
+        the EBR for a few clocks a segment; :class:`~.tls.table.ContextTable`).
 
     Members
     -------

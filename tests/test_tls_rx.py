@@ -23,7 +23,8 @@ from tlsnic.abi import (
 )
 from tlsnic.cosim.model import ReferenceNic, parse_headers
 from tlsnic.cosim.model_tls_rx import tcp_segment
-from tlsnic.hdl.tls.rx import TlsRx
+from tlsnic.hdl.tls.rx import RxContext, TlsRx
+from tlsnic.hdl.tls.table import ContextTable
 
 from test_rx_engine_model import DPORT, ISN, SPORT, frame, seal
 
@@ -51,10 +52,10 @@ def resync_block(seq, number=None):
 class Pair:
     """The model and the gateware engine, driven together from a testbench."""
 
-    def __init__(self, contexts=8):
+    def __init__(self, contexts=8, table_fold=1):
         self.nic = ReferenceNic(tls=True, rx_contexts=contexts)
         self.block = self.nic.memory.alloc(128)
-        self.dut = TlsRx(contexts=contexts)
+        self.dut = TlsRx(contexts=contexts, table_fold=table_fold)
         self.events = {c: 0 for c in RX_COUNTERS}
         self.out_words = []
         self.progress, self.doing, self.finished = False, None, False
@@ -339,6 +340,29 @@ def test_tag_failure_keeps_sync():
             await pair.receive(ctx, frame(ISN + i, bytes(bad[i:i + 120])))
     pair.run(scenario)
     assert pair.nic.counters[Counter.RX_TLS_AUTH_FAIL] == 2
+
+
+@pytest.mark.parametrize("fold", [1, 2])
+def test_free_leaves_zeros(monkeypatch, fold):
+    """RX_FREE writes both entries with zeros: the key, and the GCM progress
+    of a record split across frames (written apart, ``table.py``), as the
+    tables store them."""
+    tables = []
+    init = ContextTable.__init__
+    monkeypatch.setattr(ContextTable, "__init__",
+                        lambda self, *a, **kw: (init(self, *a, **kw), tables.append(self))[0])
+    data, _ = records(V12, [300])
+    pair = Pair(table_fold=fold)
+
+    async def scenario(pair, ctx):
+        await pair.control(ctx, TxOpcode.RX_SET_STATIC, 3, static_block(V12))
+        await pair.receive(ctx, frame(ISN, data[:100]))
+        conns, table = tables
+        assert conns.peek(ctx, 3) != 0 and table.peek(ctx, 3) != 0
+        assert RxContext.from_bits(table.peek(ctx, 3)).rec.gcm_saved
+        assert await pair.control(ctx, TxOpcode.RX_FREE, 3, b"") is TxStatus.OK
+        assert conns.peek(ctx, 3) == 0 and table.peek(ctx, 3) == 0
+    pair.run(scenario)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -63,15 +63,16 @@ RGMII_FREQ = 125e6
 #: bits a tag, as a connection half and a moving half that keeps a record's
 #: GCM progress, not its key or H twice,
 #: :class:`~tlsnic.hdl.crypto.gcm.GcmProgress`) are all in block RAM
-#: (:mod:`tlsnic.hdl.tls.table`), two block-RAM rows an entry (``table_fold``):
-#: 24 EBR for TX and 22 for RX beside the engine's S-boxes (40), the window
-#: (16), the packet buffers and the tag log (40). In LUT RAM the two tables were
-#: 1,045 DPR16X4, 6 k logic cells; unfolded in block RAM they were 47 + 43 EBR,
-#: 186 of the 208 in all (folding them did not make the board route, README,
-#: "Boards"; it leaves a third of the EBR free). (Four rows an entry would be
-#: 24 EBR for both, at ~1 LUT4 a bit instead of half of one.)
+#: (:mod:`tlsnic.hdl.tls.table`), one block-RAM row an entry: 47 EBR for TX
+#: and 43 for RX beside the engine's S-boxes (40), the window (16), the packet
+#: buffers and the tag log (40), 186 of the 208. In LUT RAM the two tables
+#: were 1,045 DPR16X4, 6 k logic cells. Folded into two rows an entry
+#: (``table_fold=2``) they are 24 + 22 EBR, but their row selects and
+#: write-data shifters were a quarter of the router's overuse; unfolded, the
+#: same design came within 1.5 k overused wires of routing, folded it stayed
+#: above 17 k (README, "Boards").
 BOARD_NIC = {"tx_contexts": 15, "rx_contexts": 8, "shared_gcm": True, "gcm_aes_cores": 4,
-             "table_fold": 2}
+             "table_fold": 1}
 
 
 @dataclass(frozen=True)

@@ -118,9 +118,7 @@ class AesFolded(wiring.Component):
 
     def _core(self, m, c, phase):
         en = self.en
-        start = phase == c * self.spacing
         rnd = Signal(range(_ROUNDS + 2), name=f"c{c}_round")   # 1..14 while busy, 0 idle
-        a256 = Signal(name=f"c{c}_a256")
         # Round keys and the result: data, loaded at the start, so no reset
         # (the control below has one).
         rkA = Signal(128, name=f"c{c}_rkA", reset_less=True)     # rk(r-2): at round 1 the key's high half
@@ -137,45 +135,66 @@ class AesFolded(wiring.Component):
         # of ``rnd`` in it (it was the deepest path of the engine).
         rc = Signal(8, name=f"c{c}_rc")
         sub_only = Signal(name=f"c{c}_sub_only")
-        first = Signal(name=f"c{c}_first")
-        final = Signal(name=f"c{c}_final")
+        # The controls that select or enable a whole block (this core's turn,
+        # the key size, the first round key, the last round) are registered
+        # once per 32-bit column (``keep``, see :data:`tlsnic.synth_core.KEEP_REPLICAS`):
+        # each copy reaches its column's ~100 LUT and enable inputs beside
+        # that column's S-boxes, not ~400 across the core, and the board's
+        # router ranked the single nets among its most overused.
+        def per_column(name, init=0):
+            return [Signal(init=init, name=f"c{c}_{name}{j}", attrs={"keep": 1}) for j in range(4)]
+        # start[j]: phase == c * spacing, registered from the phase before.
+        start = per_column("start", init=int(c * self.spacing == 0))
+        a256, first, final = per_column("a256"), per_column("first"), per_column("final")
+        with m.If(en):
+            m.d.sync += [s.eq(phase == (c * self.spacing - 1) % self.period) for s in start]
+
+        def words(v):
+            return [v[32 * j:32 * (j + 1)] for j in range(4)]
 
         sb_q, t = data_sb.data, key_sb.data
         t_rot = Cat(t[8:32], t[:8])
         T = Signal(32, name=f"c{c}_T")
         m.d.comb += T.eq(Mux(sub_only, t, t_rot ^ rc))
-        base = Mux(a256, rkA, rkB)
+        base = Cat(*[Mux(a256[j], a, b) for j, (a, b) in enumerate(zip(words(rkA), words(rkB)))])
         w = Cat(*[T ^ _xor_words(base, j + 1) for j in range(4)])
         rk = Signal(128, name=f"c{c}_rk")
-        m.d.comb += rk.eq(Mux(first, rkA, w))
+        m.d.comb += rk.eq(Cat(*[Mux(first[j], a, b) for j, (a, b) in enumerate(zip(words(rkA), words(w)))]))
 
         sr = _shift_rows(_bytes(sb_q, 16))
         mixed = Cat(*_mix_columns(sr)) ^ rk
         last = Cat(*sr) ^ rk
 
-        with m.If(start):
-            # Round 1's ROM reads: pt ^ rk0, and SubWord of rk0's last word
-            # (AES-128; AES-256's rk1 is the key's high half, read later).
-            m.d.comb += [data_sb.addr.eq(self.pt ^ self.key[:128]),
-                         key_sb.addr.eq(self.key[96:128])]
-            with m.If(en):
-                m.d.sync += [rnd.eq(1), a256.eq(self.aes256),
-                             rkA.eq(self.key[128:]), rkB.eq(self.key[:128]),
-                             rc.eq(Mux(self.aes256, round_constant(1, True), round_constant(1, False))),
-                             sub_only.eq(self.aes256), first.eq(self.aes256), final.eq(0)]
-        with m.Else():
-            # Next round's ROM reads: this round's state and rk_r's last word
-            # (AES-256 reads it for every round; AES-128 too).
-            m.d.comb += [data_sb.addr.eq(mixed), key_sb.addr.eq(rk[96:128])]
-            with m.If(en & (rnd != 0)):
-                # The next round's decisions, by table from this one's number.
-                rc_next = [Array(C(round_constant(r + 1, k), 8) for r in range(_ROUNDS + 1))[rnd]
-                           for k in (False, True)]
-                m.d.sync += [rkA.eq(rkB), rkB.eq(rk),
-                             rnd.eq(Mux(rnd == _ROUNDS, 0, rnd + 1)),
-                             rc.eq(Mux(a256, rc_next[1], rc_next[0])),
-                             sub_only.eq(a256 & ~rnd[0]), first.eq(0),
-                             final.eq(Mux(a256, rnd == 13, rnd == 9))]
-                with m.If(final):
-                    m.d.sync += out.eq(last)
+        # Round 1's ROM reads at the start: pt ^ rk0, and SubWord of rk0's
+        # last word (AES-128; AES-256's rk1 is the key's high half, read
+        # later). Otherwise the next round's: this round's state and rk_r's
+        # last word (AES-256 reads it for every round; AES-128 too).
+        load = words(self.pt ^ self.key[:128])
+        m.d.comb += [data_sb.addr.eq(Cat(*[Mux(start[j], load[j], nxt)
+                                           for j, nxt in enumerate(words(mixed))])),
+                     key_sb.addr.eq(Mux(start[3], self.key[96:128], rk[96:128]))]
+        busy = en & (rnd != 0)
+        for j, (ka, kb, rk_j, last_j, out_j) in enumerate(
+                zip(words(self.key[128:]), words(self.key[:128]), words(rk), words(last), words(out))):
+            with m.If(en & start[j]):
+                m.d.sync += [a256[j].eq(self.aes256), rkA[32 * j:32 * (j + 1)].eq(ka),
+                             rkB[32 * j:32 * (j + 1)].eq(kb),
+                             first[j].eq(self.aes256), final[j].eq(0)]
+            with m.Elif(busy):
+                m.d.sync += [rkA[32 * j:32 * (j + 1)].eq(rkB[32 * j:32 * (j + 1)]),
+                             rkB[32 * j:32 * (j + 1)].eq(rk_j), first[j].eq(0),
+                             final[j].eq(Mux(a256[j], rnd == 13, rnd == 9))]
+                with m.If(final[j]):
+                    m.d.sync += out_j.eq(last_j)
+        with m.If(en & start[0]):
+            m.d.sync += [rnd.eq(1),
+                         rc.eq(Mux(self.aes256, round_constant(1, True), round_constant(1, False))),
+                         sub_only.eq(self.aes256)]
+        with m.Elif(busy):
+            # The next round's decisions, by table from this one's number.
+            rc_next = [Array(C(round_constant(r + 1, k), 8) for r in range(_ROUNDS + 1))[rnd]
+                       for k in (False, True)]
+            m.d.sync += [rnd.eq(Mux(rnd == _ROUNDS, 0, rnd + 1)),
+                         rc.eq(Mux(a256[0], rc_next[1], rc_next[0])),
+                         sub_only.eq(a256[0] & ~rnd[0])]
         return out

@@ -75,7 +75,7 @@ from .merge import MergeWord
 from .rx_search import HeaderScanner, header_plausible, WINDOW_BYTES
 from .tx import TlsTxCommand, TlsTxVerdict
 from .tx_context import HEADER_LEN, record_aad, record_nonce, fresh_state, static_entry, static_ok
-from .table import ContextTable
+from .table import ContextTable, write_field_apart
 from .walk import RecordStep, cipher_path, feed_gcm, word_lanes
 
 __all__ = ["RxRecord", "RxConnection", "RxContext", "RxTlsFrame", "RxTlsResult", "TlsRxControl", "TlsRxPort",
@@ -245,7 +245,9 @@ class TlsRx(wiring.Component):
         m.submodules.scanner = scanner = HeaderScanner()
         fold = self.table_fold
         m.submodules.conns = conns = ContextTable(RxConnection, self.contexts + 1, fold=fold)
-        m.submodules.table = table = ContextTable(RxContext, self.contexts + 1, fold=fold)
+        # The saved GCM progress is written apart (unfolded), as TX's.
+        m.submodules.table = table = ContextTable(RxContext, self.contexts + 1, fold=fold,
+                                                  separate=("gcm",) if fold == 1 else ())
         table_rd, table_wr = table.read, table.write
         conn_wr = conns.write
         # Both halves of an entry are read together, at one address, only when
@@ -402,8 +404,23 @@ class TlsRx(wiring.Component):
         m.d.comb += self.rx.result.payload.eq(result)
 
         def finish(st):
-            m.d.sync += verdict.status.eq(st)
+            m.d.sync += [verdict.status.eq(st), params.eq(0)]
             m.next = "VERDICT"
+
+        # Install and free write the same entry, built from ``params``, which
+        # a free clears first (and every command when it finishes, so that a
+        # key does not stay in it): a free is an install from zeros, not in
+        # use (as TX's, :class:`~.tx.TlsTxEngine`).
+        freeing = cmd.opcode == TxOpcode.RX_FREE
+        new_conn = Signal(RxConnection)
+        new_entry = Signal(RxContext)
+        static_entry(m, new_conn, new_entry, static)
+        with m.If(freeing):
+            m.d.comb += [new_conn.in_use.eq(0), new_conn.aes256.eq(0), new_conn.tls13.eq(0),
+                         new_conn.ipv6.eq(0)]
+        with m.Else():
+            m.d.comb += new_entry.state.eq(RxTlsStatus.TRACKING)
+        gcm_write = Signal()        # the entry's GCM progress is written (from ``saved``)
 
         def write_entry(entry):
             m.d.comb += [table_wr.addr.eq(cmd.tag), table_wr.data.eq(entry), table_wr.en.eq(1)]
@@ -432,7 +449,8 @@ class TlsRx(wiring.Component):
             # ---- control descriptors
             with m.State("C_LOAD"):
                 with m.If(~table_busy):
-                    with m.If(cmd.opcode == TxOpcode.RX_FREE):
+                    with m.If(freeing):
+                        m.d.sync += [params.eq(0), saved.eq(0)]
                         m.next = "C_STEER"
                     with m.Else():
                         m.next = "C_PARAMS"
@@ -487,22 +505,21 @@ class TlsRx(wiring.Component):
             with m.State("C_STEERED"):
                 m.d.comb += steer.answer.ready.eq(1)
                 with m.If(steer.answer.valid & (cmd.opcode == TxOpcode.RX_FREE)):
-                    # The entry goes with its key: all zeros.
-                    write_entry(0)
-                    m.d.comb += [conn_wr.addr.eq(cmd.tag), conn_wr.data.eq(0), conn_wr.en.eq(1)]
+                    # The entry goes with its key: all zeros (``params`` and
+                    # ``saved`` were cleared on the way here).
+                    write_entry(new_entry)
+                    m.d.comb += [gcm_write.eq(1),
+                                 conn_wr.addr.eq(cmd.tag), conn_wr.data.eq(new_conn), conn_wr.en.eq(1)]
                     m.d.comb += self.ev_ctx_freed.eq(1)
                     m.d.sync += live.bit_select(cmd.tag[:tag_bits], 1).eq(0)
                     finish(TxStatus.OK)
                 with m.Elif(steer.answer.valid):
                     with m.Switch(steer.answer.payload):
                         with m.Case(SteerAnswer.OK):
-                            entry = Signal(RxContext)
-                            new_conn = Signal(RxConnection)
-                            static_entry(m, new_conn, entry, static)
-                            m.d.comb += [entry.state.eq(RxTlsStatus.TRACKING), self.ev_ctx.eq(1),
+                            m.d.comb += [self.ev_ctx.eq(1),
                                          conn_wr.addr.eq(cmd.tag), conn_wr.data.eq(new_conn),
                                          conn_wr.en.eq(1)]
-                            write_entry(entry)
+                            write_entry(new_entry)
                             m.d.sync += live.bit_select(cmd.tag[:tag_bits], 1).eq(1)
                             finish(TxStatus.OK)
                         with m.Case(SteerAnswer.EXISTS):
@@ -662,8 +679,7 @@ class TlsRx(wiring.Component):
                             entry.next_seq.eq(info.seq + seg_len),
                             table_wr.addr.eq(tag), table_wr.data.eq(entry), table_wr.en.eq(1),
                         ]
-                        with m.If(save_issued):
-                            m.d.comb += entry.gcm.eq(saved)
+                        m.d.comb += gcm_write.eq(save_issued)
                     with m.If(span_valid):
                         m.d.sync += [result.dec_start.eq(span_start - info.payload_start),
                                      result.dec_end.eq(span_end - info.payload_start)]
@@ -679,4 +695,5 @@ class TlsRx(wiring.Component):
                         self.ev_resync_req.eq(result.resync), self.ev_lost_sync.eq(lost_sync),
                     ]
                     m.next = "IDLE"
+        write_field_apart(m, table, "gcm", saved, ctx.gcm, gcm_write)
         return m

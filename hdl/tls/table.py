@@ -27,11 +27,12 @@ Folding
 An entry 1,000 bits wide is 28 ``DP16KD`` side by side whatever the depth, so
 a table of 16 entries uses 16 of each block RAM's 512 rows: the boards' four
 tables took 90 of the ECP5-85's 208 EBR (the block-RAM rows were full, and
-the one holding the AES cores' S-boxes was where the routing congestion sat;
-with the tables folded it was no better: README, "Boards"; the free EBR are
-room for more). With ``fold`` = *f* an entry is *f*
-rows of ``width / f`` bits (row ``addr * f + beat``): half the EBR at *f* = 2,
-the boards' choice. The price is time and a little logic: a read delivers the entry
+the one holding the AES cores' S-boxes was where the routing congestion sat).
+With ``fold`` = *f* an entry is *f*
+rows of ``width / f`` bits (row ``addr * f + beat``): half the EBR at *f* = 2.
+The boards do not fold: their routing was worse folded (the row selects and
+the write buffer's shifters fan out to every bit of the entry; README,
+"Boards"). The price is time and a little logic: a read delivers the entry
 *f* + 1 clocks after it starts (one row a clock into the output register, which
 takes it a slice at a time), and a write stores its first row at once and the
 others from a buffer over the next *f* - 1 clocks (``(f - 1) / f`` of an entry
@@ -42,14 +43,28 @@ states apart, so the table's time is a few clocks per segment.
 
 ``block_bits`` keeps the top of the entry in LUT RAM when the board's EBR do
 not stretch to the whole table (unfolded tables only).
+
+Fields written apart
+--------------------
+An engine writes its entry from several sources (install, free, resync,
+commit), and each source is a multiplexer input on every bit: the selects
+of the TX and RX commits reached 1,200 to 1,600 LUT inputs each, among the
+most overused nets of the board's routing. The largest field, the saved GCM
+progress (605 bits), comes from one place only, the engine's saved state,
+and is kept unchanged by every other write. ``separate`` names such fields:
+each is a block RAM of its own, written when its bit of ``write_separate``
+is high (from ``write.data``), while ``write.en`` writes the rest. Its write
+data then needs no multiplexer, and its enable reaches a few block-RAM pins.
+Block RAM is allocated 36 bits a ``DP16KD`` per memory, so a separate field
+costs at most one EBR more (none for the boards' tables).
 """
 
 from amaranth import *
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["ContextTable"]
+__all__ = ["ContextTable", "write_field_apart"]
 
 
 class ContextTable(wiring.Component):
@@ -64,6 +79,9 @@ class ContextTable(wiring.Component):
         ``None``: all of it.
     fold : int
         Block RAM rows per entry (a power of two; see "Folding").
+    separate : tuple of str
+        Fields of ``shape`` (a :class:`~amaranth.lib.data.StructLayout`)
+        written apart (see "Fields written apart"; unfolded, all in block RAM).
 
     Members
     -------
@@ -77,8 +95,11 @@ class ContextTable(wiring.Component):
         ``data`` is written to ``addr`` when ``en``.
     busy : Out(1)
         A folded read or write is under way (always 0 unfolded).
+    write_separate : In(len(separate))
+        Bit ``i`` writes field ``separate[i]`` of ``write.data`` to
+        ``write.addr``; ``write.en`` writes every other field.
     """
-    def __init__(self, shape, depth, *, block_bits=None, fold=1):
+    def __init__(self, shape, depth, *, block_bits=None, fold=1, separate=()):
         self.shape = shape
         self.depth = depth
         width = Shape.cast(shape).width
@@ -87,32 +108,67 @@ class ContextTable(wiring.Component):
         assert fold >= 1 and fold & (fold - 1) == 0, "fold is a power of two"
         assert fold == 1 or self.block_bits == width, "a folded table is all block RAM"
         self.fold = fold
+        self.separate = tuple(separate)
+        assert not separate or (fold == 1 and self.block_bits == width), \
+            "separate fields: an unfolded table, all in block RAM"
         addr_width = max(1, (depth - 1).bit_length())
         super().__init__({
             "read": Out(ReadPort.Signature(addr_width=addr_width, shape=shape)),
             "write": Out(WritePort.Signature(addr_width=addr_width, shape=shape)),
             "busy": Out(1),
+            "write_separate": In(len(self.separate)),
         })
+
+    def peek(self, ctx, addr):
+        """Entry ``addr`` as stored (an int), for testbenches that check what
+        a table keeps (a freed context's zeros): from the memories of the
+        last elaboration, not through a port."""
+        value = 0
+        for lo, stride, mem, *beat in self._stored:
+            value |= ctx.get(mem[addr * stride + (beat[0] if beat else 0)]) << lo
+        return value & ((1 << Shape.cast(self.shape).width) - 1)
+
+    def _spans(self):
+        """``(lo, hi, write enable)`` of each memory: the separate fields, and
+        the runs of other bits between them."""
+        width = Shape.cast(self.shape).width
+        layout = data.Layout.cast(self.shape) if self.separate else None
+        fields = sorted((layout[name].offset, Shape.cast(layout[name].shape).width, i)
+                        for i, name in enumerate(self.separate))
+        spans, lo = [], 0
+        for offset, field_width, i in fields:
+            if offset > lo:
+                spans.append((lo, offset, self.write.en))
+            spans.append((offset, offset + field_width, self.write_separate[i]))
+            lo = offset + field_width
+        if lo < width:
+            spans.append((lo, width, self.write.en))
+        return spans
 
     def elaborate(self, platform):
         if self.fold > 1:
             return self._elaborate_folded()
         m = Module()
         width = Shape.cast(self.shape).width
-        spans = [(0, self.block_bits, {"ram_style": "block", "no_rw_check": 1})]
+        block = {"ram_style": "block", "no_rw_check": 1}
         if self.block_bits < width:
-            spans.append((self.block_bits, width, {"no_rw_check": 1}))
+            spans = [(0, self.block_bits, block, self.write.en),
+                     (self.block_bits, width, {"no_rw_check": 1}, self.write.en)]
+        else:
+            spans = [(lo, hi, block, en) for lo, hi, en in self._spans()]
         entry = Signal(width, reset_less=True)
-        for i, (lo, hi, attrs) in enumerate(spans):
+        self._stored = []
+        for i, (lo, hi, attrs, write_en) in enumerate(spans):
             mem = m.submodules[f"mem{i}"] = Memory(shape=hi - lo, depth=self.depth, init=[],
                                                    attrs=attrs)
+            self._stored.append((lo, 1, mem.data))
             rd = mem.read_port(domain="comb")
             wr = mem.write_port()
             m.d.comb += [
                 rd.addr.eq(self.read.addr),
                 wr.addr.eq(self.write.addr),
                 wr.data.eq(Value.cast(self.write.data)[lo:hi]),
-                wr.en.eq(self.write.en),
+                wr.en.eq(write_en),
             ]
             with m.If(self.read.en):
                 m.d.sync += entry[lo:hi].eq(rd.data)
@@ -127,6 +183,7 @@ class ContextTable(wiring.Component):
         beat_bits = (fold - 1).bit_length()
         mem = m.submodules.mem = Memory(shape=row, depth=self.depth * fold, init=[],
                                         attrs={"ram_style": "block", "no_rw_check": 1})
+        self._stored = [(k * row, fold, mem.data, k) for k in range(fold)]
         rd = mem.read_port(domain="comb")
         wr = mem.write_port()
 
@@ -172,3 +229,16 @@ class ContextTable(wiring.Component):
         m.d.comb += self.busy.eq((r_step != 0) | (w_step != 0))
         return m
 
+
+def write_field_apart(m, table, name, new, old, en):
+    """Drive field ``name`` of ``table``'s write data: ``new`` when ``en``,
+    else ``old`` (the entry's value as read), for an engine whose writes of
+    that field go with a write of the whole entry (``en`` implies
+    ``write.en``). A table that holds the field apart (``separate``) takes
+    ``new`` as it is and ``en`` as the field's write enable: no multiplexer.
+    Assign it after the rest of ``write.data`` (it overrides the field)."""
+    field = getattr(table.write.data, name)
+    if name in table.separate:
+        m.d.comb += [field.eq(new), table.write_separate[table.separate.index(name)].eq(en)]
+    else:
+        m.d.comb += field.eq(Mux(en, new, old))

@@ -68,7 +68,7 @@ from ..host.dma import DmaReadWord, DmaWritePort, write_entry
 from ..net.frame import FrameWord, WORD_BYTES
 from ..net.tcp_parse import TcpParser, TCP_WINDOW_WORDS
 from .merge import CryptoMerge, MergeWord
-from .table import ContextTable
+from .table import ContextTable, write_field_apart
 from .walk import RecordStep, cipher_path, feed_gcm, word_lanes
 from .tx_context import (TxConnection, TxContext, TxRecord, HEADER_LEN, NONCE_LEN, TAG_LEN, record_length,
                          record_aad, record_nonce, fresh_state, seek_state, static_ok, static_entry)
@@ -144,7 +144,7 @@ class TlsTx(wiring.Component):
         pipeline, n: n iterative cores; :class:`~..crypto.gcm.GcmEngine`).
     table_fold : int
         Block RAM rows per context-table entry (:class:`~.table.ContextTable`):
-        the boards' 4 takes a quarter of the EBR and a few clocks a segment.
+        2 takes half the EBR and a few clocks a segment.
 
     Members
     -------
@@ -185,7 +185,10 @@ class TlsTx(wiring.Component):
                                       aes_cores=self.aes_cores)
         fold = self.table_fold
         m.submodules.conns = conns = ContextTable(TxConnection, self.contexts + 1, fold=fold)
-        m.submodules.table = table = ContextTable(TxContext, self.contexts + 1, fold=fold)
+        # The saved GCM progress is written apart (unfolded): only a commit
+        # after a save (and a free) writes it, from ``saved`` alone.
+        m.submodules.table = table = ContextTable(TxContext, self.contexts + 1, fold=fold,
+                                                  separate=("gcm",) if fold == 1 else ())
         m.submodules.tags = tags = Memory(shape=128, depth=MAX_TAGS, init=[])
         table_rd, table_wr = table.read, table.write
         conn_wr = conns.write
@@ -376,8 +379,24 @@ class TlsTx(wiring.Component):
         static = data.View(TlsStaticParams, params)
         progress = data.View(TlsProgressParams, params[:layout_bytes(TlsProgressParams) * 8])
 
+        # Install and free write the same entry: built from ``params``, which
+        # a free clears first (and every command when it finishes, so that a
+        # key does not stay in it). The table's write data then has one
+        # source fewer: a free is an install from zeros, not in use.
+        freeing = cmd.opcode == TxOpcode.FREE
+        new_conn = Signal(TxConnection)
+        new_entry = Signal(TxContext)
+        static_entry(m, new_conn, new_entry, static)
+        m.d.comb += [new_conn.tag_log_addr.eq(static.tag_log_addr),
+                     new_conn.tag_log_log2.eq(static.tag_log_log2)]
+        with m.If(freeing):
+            m.d.comb += [new_conn.in_use.eq(0), new_conn.aes256.eq(0), new_conn.tls13.eq(0),
+                         new_conn.ipv6.eq(0)]
+        gcm_write = Signal()        # the entry's GCM progress is written (from ``saved``)
+
         def finish(st, drop=0, force=0):
-            m.d.sync += [verdict.status.eq(st), verdict.drop.eq(drop), verdict.force_csum.eq(force)]
+            m.d.sync += [verdict.status.eq(st), verdict.drop.eq(drop), verdict.force_csum.eq(force),
+                         params.eq(0)]
             m.next = "VERDICT"
 
         with m.FSM():
@@ -403,14 +422,18 @@ class TlsTx(wiring.Component):
             with m.State("LOAD"):
                 with m.If(~table_busy):
                     m.d.sync += rec.eq(table_rd.data.rec)
-                    with m.If(cmd.opcode == TxOpcode.FREE):
+                    with m.If(freeing):
+                        m.d.sync += [params.eq(0), saved.eq(0)]
                         m.next = "FREE"
                     with m.Else():
                         m.next = "INFO"
             with m.State("FREE"):
                 # Tag and liveness were checked by the TX engine.
-                m.d.comb += [table_wr.addr.eq(cmd.tag), table_wr.data.eq(0), table_wr.en.eq(1),
-                             conn_wr.addr.eq(cmd.tag), conn_wr.data.eq(0), conn_wr.en.eq(1),
+                # The entry goes with its key: all zeros (``params`` and
+                # ``saved`` were cleared on the way here).
+                m.d.comb += [table_wr.addr.eq(cmd.tag), table_wr.data.eq(new_entry),
+                             table_wr.en.eq(1), gcm_write.eq(1),
+                             conn_wr.addr.eq(cmd.tag), conn_wr.data.eq(new_conn), conn_wr.en.eq(1),
                              self.ev_ctx_freed.eq(1)]
                 m.d.sync += live.bit_select(cmd.tag[:len(live).bit_length()], 1).eq(0)
                 finish(TxStatus.OK)
@@ -470,13 +493,8 @@ class TlsTx(wiring.Component):
                     ok = (static_ok(static, self.ports) & (static.tag_log_log2 <= 16)
                           & (static.tag_log_addr[:5] == 0))
                     with m.If(ok):
-                        entry = Signal(TxContext)
-                        new_conn = Signal(TxConnection)
-                        static_entry(m, new_conn, entry, static)
                         m.d.comb += [
-                            new_conn.tag_log_addr.eq(static.tag_log_addr),
-                            new_conn.tag_log_log2.eq(static.tag_log_log2),
-                            table_wr.addr.eq(cmd.tag), table_wr.data.eq(entry), table_wr.en.eq(1),
+                            table_wr.addr.eq(cmd.tag), table_wr.data.eq(new_entry), table_wr.en.eq(1),
                             conn_wr.addr.eq(cmd.tag), conn_wr.data.eq(new_conn), conn_wr.en.eq(1),
                             self.ev_ctx.eq(1),
                         ]
@@ -602,7 +620,7 @@ class TlsTx(wiring.Component):
                              entry.next_seq.eq(ctx.next_seq + (end_byte - first_byte)),
                              table_wr.addr.eq(cmd.tag), table_wr.data.eq(entry), table_wr.en.eq(1)]
                 with m.If(save_issued):
-                    m.d.comb += [entry.gcm.eq(saved), rec_out.gcm_saved.eq(1)]
+                    m.d.comb += [gcm_write.eq(1), rec_out.gcm_saved.eq(1)]
                 with m.If(tag_begun):
                     # Tag begun but not finished: GCM has had it since the first byte.
                     m.d.comb += [tags_wr.addr.eq(log_count), tags_wr.data.eq(saved.acc),
@@ -633,4 +651,5 @@ class TlsTx(wiring.Component):
                 m.d.comb += self.host.verdict.valid.eq(1)
                 with m.If(self.host.verdict.ready):
                     m.next = "IDLE"
+        write_field_apart(m, table, "gcm", saved, ctx.gcm, gcm_write)
         return m
