@@ -413,14 +413,22 @@ class Mac(wiring.Component):
         # register in its own domain, not through the LUT RAM's read mux from
         # a pointer, on wire that the placer stretches between the two domains
         # (the transmit clock's path in the board: 118.9 MHz placed at f1dc0e8).
+        # And a two-word FIFO between them, whose ready depends on its own
+        # level only: MacTx's ``ready`` (a decode of its state) no longer
+        # reaches the crossing's read pointer, which addresses the LUT RAM
+        # wherever it sits (85.6 and 89.0 MHz placed at 10f1c8f and 506c591
+        # with the tables unfolded, where the RAM went to the NIC's side).
         m.submodules.tx_cdc = tx_cdc = fifo.AsyncFIFOBuffered(
             width=width, depth=self._cdc_depth + 1, w_domain="sync", r_domain=txd)
+        m.submodules.tx_skid = tx_skid = DomainRenamer(txd)(fifo.SyncFIFOBuffered(width=width, depth=2))
         m.submodules.tx_mac = tx_mac = DomainRenamer(txd)(MacTx())
         m.d.comb += [
             tx_cdc.w_data.eq(tx_buf.r.payload), tx_cdc.w_en.eq(tx_buf.r.valid),
             tx_buf.r.ready.eq(tx_cdc.w_rdy),
-            tx_mac.frames.payload.eq(tx_cdc.r_data), tx_mac.frames.valid.eq(tx_cdc.r_rdy),
-            tx_cdc.r_en.eq(tx_mac.frames.ready),
+            tx_skid.w_data.eq(tx_cdc.r_data), tx_skid.w_en.eq(tx_cdc.r_rdy),
+            tx_cdc.r_en.eq(tx_skid.w_rdy),
+            tx_mac.frames.payload.eq(tx_skid.r_data), tx_mac.frames.valid.eq(tx_skid.r_rdy),
+            tx_skid.r_en.eq(tx_mac.frames.ready),
             tx_mac.stb.eq(self.tx_stb), self.tx_byte.eq(tx_mac.byte),
         ]
 
