@@ -90,30 +90,37 @@ class AesFolded(wiring.Component):
             m.d.sync += phase.eq(Mux(phase == self.period - 1, 0, phase + 1))
         m.d.comb += self.turn.eq(phase % self.spacing == 0)
 
-        # The side payload in a delay line, with whether a core took it. The
-        # taken bits have a reset, as the pipeline's slots: after a reset no
-        # stale slot comes out. The payload does not need one (``side_out``
-        # is 0 unless its taken bit is set), and without it the sync reset
-        # reaches 2,300 flip-flops fewer.
-        side_data, side_taken = self.side, self.turn
-        for k in range(FOLDED_LATENCY):
-            data_reg = Signal(self.side_width, name=f"side_d{k}", reset_less=True)
-            taken_reg = Signal(name=f"side_taken{k}")
-            with m.If(en):
-                m.d.sync += [data_reg.eq(side_data), taken_reg.eq(side_taken)]
-            side_data, side_taken = data_reg, taken_reg
-        m.d.comb += self.side_out.eq(Mux(side_taken, side_data, 0))
+        # The side payload waits in a register of the core that took the
+        # block and comes out with its result: ``cores`` registers, not a
+        # delay line of FOLDED_LATENCY (1,500 flip-flops fewer on the
+        # boards). The valid bits have a reset, as the pipeline's slots:
+        # after a reset no stale slot comes out; the payload does not need
+        # one (``side_out`` is 0 unless its valid bit is set).
+        side_valid = Signal(name="side_valid")
+        side_q = Signal(self.side_width, name="side_q", reset_less=True)
+        m.d.comb += self.side_out.eq(Mux(side_valid, side_q, 0))
 
         results = [self._core(m, c, phase) for c in range(self.cores)]
+        sides = []
+        for c in range(self.cores):
+            side = Signal(self.side_width, name=f"c{c}_side", reset_less=True)
+            taken = Signal(name=f"c{c}_taken")
+            with m.If(en & (phase == c * self.spacing)):
+                m.d.sync += [side.eq(self.side), taken.eq(1)]
+            sides.append((side, taken))
         # The core whose block was taken FOLDED_LATENCY - 1 clocks ago
-        # finishes in this clock: its result goes to ct.
+        # finishes in this clock: its result goes to ct, its side to
+        # side_out. (With a period of 15 the core takes its next block in
+        # this clock too; its side register is read before it is written.)
         with m.If(en):
+            m.d.sync += side_valid.eq(0)
             with m.Switch(phase):
                 for p in range(self.period):
                     for c in range(self.cores):
                         if (p - (FOLDED_LATENCY - 1) - c * self.spacing) % self.period == 0:
                             with m.Case(p):
-                                m.d.sync += self.ct.eq(results[c])
+                                m.d.sync += [self.ct.eq(results[c]), side_q.eq(sides[c][0]),
+                                             side_valid.eq(sides[c][1])]
         return m
 
     def _core(self, m, c, phase):
