@@ -371,6 +371,13 @@ class GcmEngine(wiring.Component):
         #: AES cores (:class:`~.aes_folded.AesFolded`), a slot every
         #: ceil(15 / n) clocks at most: the boards' rate, 40 EBR instead of 140.
         self.aes_cores = aes_cores
+        #: The boards' engine trades LUT levels for wires: its clock is slow
+        #: (25 MHz on the boards) and its turn four clocks, and what kept its
+        #: build from routing were the byte shifters spread over its region
+        #: (README, "Boards"). It forms a chunk's keystream with one byte
+        #: rotator, not four shifters, and checks a received tag with the
+        #: shifter that also emits a computed one.
+        self.compact = bool(aes_cores)
         #: Clocks of one GHASH product: 1 for the unrolled pipeline (two
         #: pipelined stages, a block every clock); with folded AES the slots are
         #: a core's spacing apart, so a digit-serial multiply may take as many
@@ -534,23 +541,35 @@ class GcmEngine(wiring.Component):
         r_blk = Signal(128, reset_less=True)
         r_rs = Signal(GcmState, reset_less=True)
         # The chunk's keystream bytes are ``(ks || blk) >> 8*kpos``: ``lo``, the
-        # bytes still in ``ks``, and ``hi``, those of the new block. ``hi``
-        # depends on this slot alone; ``lo`` on the ``ks`` that the slot now in
-        # A leaves (or the restored one): both are shifted here, a cycle early.
+        # bytes still in ``ks``, and ``hi``, those of the new block. ``lo``
+        # depends on the ``ks`` that the slot now in A leaves (or the restored
+        # one), all known here, a cycle early.
         mask_o = _byte_mask(s_out.count)
         tmask_o = Mux(is_chunk(s_out, Kind.TEXT), mask_o, 0)
-        hi_o = (Cat(C(0, 128), aes.ct) >> (s_out.kpos * 8))[:128] & tmask_o
-        # ``lo``'s three sources are shifted apart and chosen after the shift.
         a_ks = Signal(128)         # stage A's ks before the slot it holds (driven below)
         a_ks_blk = Signal()        # ... which that slot replaces by its AES block
-        lo_o = Mux(s_out.load, data.View(GcmState, rfifo.r_data).ks >> (s_out.kpos * 8),
-                   Mux(a_ks_blk, r_blk >> (s_out.kpos * 8), a_ks >> (s_out.kpos * 8)))
         r_lo = Signal(128, reset_less=True)  # ks bytes from kpos on, for the slot in R
         r_hi = Signal(128, reset_less=True)  # new keystream bytes, masked to TEXT bytes
         r_hig = Signal(128, reset_less=True)  # the same, 0 when decrypting (GHASH takes the input)
         r_din = Signal(128, reset_less=True)  # chunk bytes, zero past count
         r_tm = Signal(16, reset_less=True)  # TEXT byte mask
         r_gm = Signal(16, reset_less=True)  # TEXT byte mask, 0 when decrypting
+        rs_ks = data.View(GcmState, rfifo.r_data).ks
+        if self.compact:
+            # One byte rotator: byte j of ``ks`` (from kpos on) or of the new
+            # block (below kpos), rotated down by kpos, is byte j - kpos of
+            # ``(ks || blk) >> 8*kpos``. ``r_lo`` holds all of it, ``r_hi`` is 0.
+            src = Mux(s_out.load, rs_ks, Mux(a_ks_blk, r_blk, a_ks))
+            merged = Cat(*[Mux(s_out.kpos > j, aes.ct.word_select(j, 8), src.word_select(j, 8))
+                           for j in range(16)])
+            lo_o = (Cat(merged, merged) >> (s_out.kpos * 8))[:128]
+            hi_o = C(0, 128)
+        else:
+            # Four shifters, one LUT level less: ``hi`` alone, ``lo``'s three
+            # sources shifted apart and chosen after the shift.
+            hi_o = (Cat(C(0, 128), aes.ct) >> (s_out.kpos * 8))[:128] & tmask_o
+            lo_o = Mux(s_out.load, rs_ks >> (s_out.kpos * 8),
+                       Mux(a_ks_blk, r_blk >> (s_out.kpos * 8), a_ks >> (s_out.kpos * 8)))
         with m.If(adv["r"]):
             m.d.sync += [r_s.eq(aes.side_out), r_blk.eq(aes.ct),
                          r_lo.eq(lo_o),
@@ -673,12 +692,19 @@ class GcmEngine(wiring.Component):
         b_tdata = Signal(128, reset_less=True)  # TAG bytes at their place in the tag (for C2)
         b_tm = Signal(16, reset_less=True)  # ... which of the 16 places they fill (decrypt only)
         tmask = Signal(16)
-        m.d.comb += tmask.eq(Cat(*[(s.tpos <= i) & (s.tpos + cnt > i) for i in range(16)]))
+        if self.compact:
+            # C2 compares in chunk order (see there): b_tm marks chunk bytes
+            # that are tag bytes, and the chunk's data is the slot's own.
+            m.d.comb += tmask.eq(Cat(*[(cnt > i) & (s.tpos + i < 16) for i in range(16)]))
+            tdata = C(0, 128)
+        else:
+            m.d.comb += tmask.eq(Cat(*[(s.tpos <= i) & (s.tpos + cnt > i) for i in range(16)]))
+            tdata = (s.data << (s.tpos * 8))[:128]
         with m.If(adv["b"]):
             m.d.sync += [b_s.eq(s), b_ej0.eq(a_ej0), b_st.eq(bn), b_en.eq(ctl.gh), b_x.eq(gh_x),
                          b_k.eq(Mux(ctl.xlen, bn.h, a_h2)),
                          b_lacc.eq(Mux(bn.lane, bn.acc1, bn.acc)),
-                         b_tdata.eq((s.data << (s.tpos * 8))[:128]),
+                         b_tdata.eq(tdata),
                          b_tm.eq(Mux(is_chunk(s, Kind.TAG) & s.dec, tmask, 0))]
             with m.If(live_b):
                 m.d.sync += own_b.eq(bn)
@@ -794,18 +820,24 @@ class GcmEngine(wiring.Component):
                 m.d.comb += bn.acc.eq(prod)
         # Tag bytes for D, from the tag as it stands (a TAG chunk follows its
         # LEN block by at least a cycle): the bytes for the output (encrypt)
-        # and whether a received byte differs (decrypt), compared in tag order.
-        mism = Cat(*[(bc.acc[8 * i:8 * i + 8] != c1_tdata[8 * i:8 * i + 8]) & c1_tm[i]
-                     for i in range(16)])
+        # and whether a received byte differs (decrypt). The full-rate engine
+        # compares in tag order, the received bytes shifted there by B, so
+        # that no shift precedes the comparison; the boards' engine compares
+        # the output's shifted tag with the chunk, one shifter fewer.
+        tag_here = (bc.acc >> (s.tpos * 8))[:128]
+        if self.compact:
+            mism = Cat(*[(tag_here.word_select(i, 8) != s.data.word_select(i, 8)) & c1_tm[i]
+                         for i in range(16)])
+        else:
+            mism = Cat(*[(bc.acc.word_select(i, 8) != c1_tdata.word_select(i, 8)) & c1_tm[i]
+                         for i in range(16)])
         c_s = Signal(_Slot)
         c_st = Signal(GcmState, reset_less=True)
         c_bad = Signal()
         c_tdone = Signal()
         with m.If(adv["c2"]):
             m.d.sync += [c_s.eq(s), c_st.eq(bn),
-                         c_s.data.eq(Mux(c1_enc_tag,
-                                         (bc.acc >> (s.tpos * 8))[:128] & _byte_mask(s.count),
-                                         s.data)),
+                         c_s.data.eq(Mux(c1_enc_tag, tag_here & _byte_mask(s.count), s.data)),
                          c_bad.eq(mism.any()),
                          c_tdone.eq(is_chunk(s, Kind.TAG) & (s.tpos < 16)
                                     & (s.tpos + s.count >= 16))]
