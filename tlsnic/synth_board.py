@@ -38,12 +38,20 @@ BOARDS = None   # filled lazily: importing the gateware costs a second
 #: wires and stays ~13 % below HeAP's, and placement takes 17 min, not 26.
 PLACER = "static"
 
+#: nextpnr's seed for the boards. At 73 % of the ECP5-85's logic cells
+#: router2 either converges or runs away, and the seed decides which: on the
+#: 3d1422f netlist seed 2 routed (0 overused wires at iteration 92, router2
+#: 9.5 min) where seed 1 stalled above 3.7 k and rose again; on 1dd7230
+#: seeds 1 and 3 bottomed out at 160 and 727 and ran away (README,
+#: "Boards"). A different netlist redraws the lottery.
+SEED = 2
+
 
 def _name(board):
     return "tlsnic_" + board.replace("-", "_")
 
 
-def plan(board, *, core_mhz=None, nic=None, seed=1, placer=PLACER, router="router2",
+def plan(board, *, core_mhz=None, nic=None, seed=SEED, placer=PLACER, router="router2",
          heatmap=False):
     """The board's Amaranth build plan (elaborates the design; runs no toolchain).
 
@@ -181,7 +189,7 @@ def _diagnose(out, name):
     return BuildFailed(stage, error, util, log)
 
 
-def build(board, out_dir=None, *, core_mhz=None, nic=None, seed=1, placer=PLACER, command="",
+def build(board, out_dir=None, *, core_mhz=None, nic=None, seed=SEED, placer=PLACER, command="",
           heatmap=False):
     """Run the whole build; return :func:`figures`. Raises :class:`BuildFailed`."""
     import subprocess
@@ -229,7 +237,7 @@ def main(argv):
     ap.add_argument("--out", help="build folder (default build/board/NAME)")
     ap.add_argument("--json", nargs="?", const="-", help="write the figures as JSON to OUT ('-': stdout)")
     ap.add_argument("--core-mhz", type=float, help="core clock target (default: the board's)")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=SEED, help=f"nextpnr's seed (default {SEED})")
     ap.add_argument("--placer", default=PLACER, choices=("heap", "static", "sa"),
                     help=f"nextpnr's placer (default {PLACER})")
     ap.add_argument("--heatmap", action="store_true",
