@@ -174,9 +174,16 @@ class RgmiiTx(wiring.Component):
         cur = Signal(GmiiByte)
         n = Signal(range(n10 + 1))
         m.d.comb += n.eq(Mux(self.speed == Speed.S100, n100, n10))
+        # ``stb`` is a register, set for the cycle in which ``cnt`` will be 0:
+        # it goes on through the MAC's ``ready`` into the transmit FIFO's read
+        # enable, and decoded from ``speed`` (a synchronizer far off, by the
+        # control registers) it was the board's one failing transmit path,
+        # 8 ns of wire (README, "Boards"). A speed change shows a cycle late.
+        stb = Signal(init=1)
+        m.d.comb += self.stb.eq(stb)
 
         with m.If(self.speed == Speed.S1000):
-            m.d.comb += self.stb.eq(1)
+            m.d.sync += stb.eq(1)
             m.d.sync += [
                 self.ddr_data[0].eq(self.byte.data[0:4]),
                 self.ddr_data[1].eq(self.byte.data[4:8]),
@@ -186,8 +193,8 @@ class RgmiiTx(wiring.Component):
                 cnt.eq(0),
             ]
         with m.Else():
-            m.d.comb += self.stb.eq(cnt == 0)
-            m.d.sync += cnt.eq(Mux(cnt == 2 * n - 1, 0, cnt + 1))
+            wrap = cnt == 2 * n - 1
+            m.d.sync += [cnt.eq(Mux(wrap, 0, cnt + 1)), stb.eq(wrap)]
             byte = Signal(GmiiByte)
             m.d.comb += byte.eq(Mux(cnt == 0, self.byte, cur))
             with m.If(cnt == 0):
