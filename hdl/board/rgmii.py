@@ -183,8 +183,8 @@ class RgmiiTx(wiring.Component):
         m.d.comb += self.stb.eq(stb)
 
         with m.If(self.speed == Speed.S1000):
-            m.d.sync += stb.eq(1)
             m.d.sync += [
+                stb.eq(1),
                 self.ddr_data[0].eq(self.byte.data[0:4]),
                 self.ddr_data[1].eq(self.byte.data[4:8]),
                 self.ddr_ctl[0].eq(self.byte.dv),

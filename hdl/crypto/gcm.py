@@ -549,8 +549,6 @@ class GcmEngine(wiring.Component):
         a_ks = Signal(128)         # stage A's ks before the slot it holds (driven below)
         a_ks_blk = Signal()        # ... which that slot replaces by its AES block
         r_lo = Signal(128, reset_less=True)  # ks bytes from kpos on, for the slot in R
-        r_hi = Signal(128, reset_less=True)  # new keystream bytes, masked to TEXT bytes
-        r_hig = Signal(128, reset_less=True)  # the same, 0 when decrypting (GHASH takes the input)
         r_din = Signal(128, reset_less=True)  # chunk bytes, zero past count
         r_tm = Signal(16, reset_less=True)  # TEXT byte mask
         r_gm = Signal(16, reset_less=True)  # TEXT byte mask, 0 when decrypting
@@ -558,22 +556,24 @@ class GcmEngine(wiring.Component):
         if self.compact:
             # One byte rotator: byte j of ``ks`` (from kpos on) or of the new
             # block (below kpos), rotated down by kpos, is byte j - kpos of
-            # ``(ks || blk) >> 8*kpos``. ``r_lo`` holds all of it, ``r_hi`` is 0.
+            # ``(ks || blk) >> 8*kpos``: ``r_lo`` holds all of it.
             src = Mux(s_out.load, rs_ks, Mux(a_ks_blk, r_blk, a_ks))
             merged = Cat(*[Mux(s_out.kpos > j, aes.ct.word_select(j, 8), src.word_select(j, 8))
                            for j in range(16)])
             lo_o = (Cat(merged, merged) >> (s_out.kpos * 8))[:128]
-            hi_o = C(0, 128)
         else:
             # Four shifters, one LUT level less: ``hi`` alone, ``lo``'s three
             # sources shifted apart and chosen after the shift.
+            r_hi = Signal(128, reset_less=True)  # new keystream bytes, masked to TEXT bytes
+            r_hig = Signal(128, reset_less=True)  # the same, 0 when decrypting (GHASH takes the input)
             hi_o = (Cat(C(0, 128), aes.ct) >> (s_out.kpos * 8))[:128] & tmask_o
             lo_o = Mux(s_out.load, rs_ks >> (s_out.kpos * 8),
                        Mux(a_ks_blk, r_blk >> (s_out.kpos * 8), a_ks >> (s_out.kpos * 8)))
+            with m.If(adv["r"]):
+                m.d.sync += [r_hi.eq(hi_o), r_hig.eq(Mux(s_out.dec, 0, hi_o))]
         with m.If(adv["r"]):
             m.d.sync += [r_s.eq(aes.side_out), r_blk.eq(aes.ct),
                          r_lo.eq(lo_o),
-                         r_hi.eq(hi_o), r_hig.eq(Mux(s_out.dec, 0, hi_o)),
                          r_din.eq(s_out.data & mask_o),
                          r_tm.eq(Cat(*[tmask_o[8 * i] for i in range(16)])),
                          r_gm.eq(Mux(s_out.dec, 0, Cat(*[tmask_o[8 * i] for i in range(16)])))]
@@ -598,8 +598,10 @@ class GcmEngine(wiring.Component):
         # decrypting). One LUT level from registers.
         dout = Signal(128)
         g = Signal(128)
-        m.d.comb += [dout.eq(r_din ^ bytes_and(r_lo, r_tm) ^ r_hi),
-                     g.eq(r_din ^ bytes_and(r_lo, r_gm) ^ r_hig)]
+        ks_out, ks_ghash = bytes_and(r_lo, r_tm), bytes_and(r_lo, r_gm)
+        if not self.compact:
+            ks_out, ks_ghash = ks_out ^ r_hi, ks_ghash ^ r_hig
+        m.d.comb += [dout.eq(r_din ^ ks_out), g.eq(r_din ^ ks_ghash)]
         with m.Switch(s.op):
             with m.Case(_Op.HGEN):
                 m.d.comb += [bn.h.eq(blk), bn.hgen.eq(0)]
@@ -689,22 +691,23 @@ class GcmEngine(wiring.Component):
         b_x = Signal(128, reset_less=True)
         b_k = Signal(128, reset_less=True)  # the multiplier's constant: H for the length block, else H^2
         b_lacc = Signal(128, reset_less=True)  # a loading slot's accumulator of its lane (for C1)
-        b_tdata = Signal(128, reset_less=True)  # TAG bytes at their place in the tag (for C2)
-        b_tm = Signal(16, reset_less=True)  # ... which of the 16 places they fill (decrypt only)
+        b_tm = Signal(16, reset_less=True)  # TAG bytes to check (decrypt only; see C2)
         tmask = Signal(16)
         if self.compact:
             # C2 compares in chunk order (see there): b_tm marks chunk bytes
             # that are tag bytes, and the chunk's data is the slot's own.
             m.d.comb += tmask.eq(Cat(*[(cnt > i) & (s.tpos + i < 16) for i in range(16)]))
-            tdata = C(0, 128)
         else:
+            # b_tdata: the TAG bytes at their place in the tag, b_tm which of
+            # the 16 places they fill.
             m.d.comb += tmask.eq(Cat(*[(s.tpos <= i) & (s.tpos + cnt > i) for i in range(16)]))
-            tdata = (s.data << (s.tpos * 8))[:128]
+            b_tdata = Signal(128, reset_less=True)
+            with m.If(adv["b"]):
+                m.d.sync += b_tdata.eq((s.data << (s.tpos * 8))[:128])
         with m.If(adv["b"]):
             m.d.sync += [b_s.eq(s), b_ej0.eq(a_ej0), b_st.eq(bn), b_en.eq(ctl.gh), b_x.eq(gh_x),
                          b_k.eq(Mux(ctl.xlen, bn.h, a_h2)),
                          b_lacc.eq(Mux(bn.lane, bn.acc1, bn.acc)),
-                         b_tdata.eq(tdata),
                          b_tm.eq(Mux(is_chunk(s, Kind.TAG) & s.dec, tmask, 0))]
             with m.If(live_b):
                 m.d.sync += own_b.eq(bn)
@@ -763,7 +766,6 @@ class GcmEngine(wiring.Component):
         c1_en = Signal()
         c1_lane = Signal()
         c1_ej0 = Signal(128, reset_less=True)
-        c1_tdata = Signal(128, reset_less=True)
         c1_tm = Signal(16, reset_less=True)
         c1_enc_tag = Signal()      # the output bytes are the computed tag's
         # With the digit-serial multiply, C1's registers take only live slots
@@ -771,9 +773,12 @@ class GcmEngine(wiring.Component):
         with m.If(adv["c1"] & (live_c1 if waits else 1)):
             m.d.sync += [c1_s.eq(s), c1_st.eq(bn), c1_en.eq(b_en), c1_lane.eq(bc.lane),
                          c1_lacc.eq(Mux(bn.lane, bc.acc1, bc.acc)),
-                         c1_ej0.eq(b_ej0), c1_tdata.eq(b_tdata), c1_tm.eq(b_tm),
+                         c1_ej0.eq(b_ej0), c1_tm.eq(b_tm),
                          c1_enc_tag.eq(is_chunk(s, Kind.TAG) & ~s.dec)]
             m.d.sync += [r.eq(p) for r, p in zip(c1_parts, parts)]
+            if not self.compact:
+                c1_tdata = Signal(128, reset_less=True)
+                m.d.sync += c1_tdata.eq(b_tdata)
         with m.If(adv["c1"] & live_c1):
             m.d.sync += own_c1.eq(bn)
 
@@ -825,12 +830,9 @@ class GcmEngine(wiring.Component):
         # that no shift precedes the comparison; the boards' engine compares
         # the output's shifted tag with the chunk, one shifter fewer.
         tag_here = (bc.acc >> (s.tpos * 8))[:128]
-        if self.compact:
-            mism = Cat(*[(tag_here.word_select(i, 8) != s.data.word_select(i, 8)) & c1_tm[i]
-                         for i in range(16)])
-        else:
-            mism = Cat(*[(bc.acc.word_select(i, 8) != c1_tdata.word_select(i, 8)) & c1_tm[i]
-                         for i in range(16)])
+        computed, received = (tag_here, s.data) if self.compact else (bc.acc, c1_tdata)
+        mism = Cat(*[(computed.word_select(i, 8) != received.word_select(i, 8)) & c1_tm[i]
+                     for i in range(16)])
         c_s = Signal(_Slot)
         c_st = Signal(GcmState, reset_less=True)
         c_bad = Signal()
