@@ -190,6 +190,13 @@ class CocotbRun:
         with open(self.build_dir / "build.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not marker.exists():
+                # A build that was interrupted (a killed run, a machine that
+                # restarted) leaves objects and a precompiled header that
+                # Verilator's make takes for up to date and the compiler then
+                # rejects: start such a directory over.
+                for stale in self.build_dir.iterdir():
+                    if stale.name not in ("build.lock", "public.vlt"):
+                        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
                 runner.build(
                     sources=[verilog_file],
                     hdl_toplevel=self.design.name,
