@@ -317,8 +317,9 @@ def test_tx_underrun_ends_frame_with_tx_er_and_is_counted():
 def test_packet_buffer_against_a_model(seed):
     """PacketBuffer alone, depth 8 so its pointers wrap many times: random
     writes, commits and drops, a reader with random back-pressure. The reader
-    sees exactly the committed frames' words, in order; the buffer is full
-    exactly when the open frame and the unread committed words fill it."""
+    sees exactly the committed frames' words, in order, each as soon as the
+    RAM's output register can take it; the buffer is full exactly when the
+    open frame and the unread committed words fill it."""
     from collections import deque
     from tlsnic.hdl.board.packet_buffer import PacketBuffer
     rng = random.Random(seed)
@@ -330,6 +331,7 @@ def test_packet_buffer_against_a_model(seed):
     async def bench(ctx):
         word = 0
         held = 0            # committed words the DUT holds (RAM and output register)
+        next_valid = 0
         for _ in range(3000):
             w_en, commit, drop = rng.random() < 0.6, rng.random() < 0.15, rng.random() < 0.05
             ready = rng.random() < 0.5
@@ -342,6 +344,10 @@ def test_packet_buffer_against_a_model(seed):
             valid = ctx.get(dut.r.valid)
             in_ram = held - valid       # the output register is not a RAM slot
             assert full == (in_ram + len(open_frame) == depth - 1), (in_ram, len(open_frame))
+            # A committed word is read the cycle after its commit, if the
+            # output register is free or being emptied: no cycle lost.
+            assert valid == next_valid
+            next_valid = (in_ram > 0 and (not valid or ready)) or (valid and not ready)
             if valid and ready:
                 seen.append(ctx.get(dut.r.payload))
                 held -= 1
