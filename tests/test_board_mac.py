@@ -49,11 +49,11 @@ def _frame(rng, size):
 
 
 def simulate(rx_symbols=(), tx_frames=(), *, speed=Speed.S1000, ready=lambda cycle: True,
-             cycles=None, **mac_args):
+             cycles=None, periods=PERIODS, **mac_args):
     """Run the harness; return (frames out on rx, TX DDR samples, counters, status)."""
     dut = Harness(**mac_args)
     sim = Simulator(dut)
-    for domain, period in PERIODS.items():
+    for domain, period in periods.items():
         sim.add_clock(period, domain=domain)
     received, samples, out = [], [], {}
     if cycles is None:
@@ -72,7 +72,7 @@ def simulate(rx_symbols=(), tx_frames=(), *, speed=Speed.S1000, ready=lambda cyc
         mac = dut.mac
         pending = list(tx_frames)
         word_bytes, cur = [], bytearray()
-        for cycle in range(int(cycles * PERIODS["rgmii_tx"] / PERIODS["sync"])):
+        for cycle in range(int(cycles * periods["rgmii_tx"] / periods["sync"])):
             # NIC transmit: one frame after another, 8 bytes a beat.
             if pending and not word_bytes:
                 f = pending.pop(0)
@@ -203,6 +203,136 @@ def test_rx_overflow_when_nic_stalls_then_recovers():
     kept = received[:-1]
     assert kept == [f for f in frames if f in kept]          # whole frames, in order
     assert len(kept) == counters["RX_OK"] - 1
+
+
+@pytest.mark.parametrize("sync_period", [100e-9, 1e-6])
+def test_rx_core_clock_too_slow_for_the_line(sync_period):
+    """A core clock that cannot empty the receive crossing (10 MHz and 1 MHz
+    against 125): frames that find it full are dropped and counted, never
+    delivered cut or merged with the next; a frame that starts while the
+    last one's drop is still owed is dropped whole; after a quiet spell a
+    frame fits again."""
+    rng = random.Random(6)
+    frames = [_frame(rng, rng.choice((60, 64, 100, 300, 600))) for _ in range(10)]
+    symbols = []
+    for f in frames:
+        symbols += rx_cycles(wire_bytes(f))
+    quiet = int(40 * sync_period / PERIODS["rgmii_rx"])
+    late = _frame(rng, 64)
+    symbols += [(0, 0, 0, 0)] * quiet + rx_cycles(wire_bytes(late))
+    periods = dict(PERIODS, sync=sync_period)
+    received, _, counters, _ = simulate(symbols, periods=periods, cdc_depth=8,
+                                        cycles=len(symbols) + quiet)
+    assert counters["RX_OVERFLOW"] >= 1
+    assert counters["RX_OK"] + counters["RX_OVERFLOW"] == len(frames) + 1
+    assert counters["RX_OK"] == len(received)
+    assert received[-1] == late
+    assert received == [f for f in frames + [late] if f in received]     # whole, in order
+    assert sum(counters.values()) == len(frames) + 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mac_rx_against_a_store_model_under_random_fifo_room(seed):
+    """MacRx alone, its FIFO's room random cycle by cycle: the words it writes,
+    read as RxFrameStore reads them (a frame is the words up to a last word;
+    ``drop`` forgets it), give exactly the good frames that lost no word, in
+    order; every other frame is counted once, as lost or as its fault."""
+    from tlsnic.hdl.board.mac import MacRx
+    rng = random.Random(seed)
+    dut = MacRx(max_frame=256)
+    sent, octets = [], []
+    for _ in range(40):
+        f = _frame(rng, rng.choice((20, 60, 64, 100, 200, 300)))
+        good = rng.random() < 0.8
+        sent.append((f, good and 60 <= len(f) <= 256))
+        octets += [(b, 1) for b in wire_bytes(f, good_fcs=good)] + [(0, 0)] * 12
+    # Room comes and goes in spells (a slow reader), long enough to outlast
+    # a frame's start, so frames begin while a drop word is still owed.
+    room = rng.choice((0.3, 0.6, 0.9))
+    writes, events = [], {n: 0 for n in ("fcs", "runt", "oversize", "phy", "lost")}
+
+    async def bench(ctx):
+        has_room = True
+        for byte, dv in octets + [(0, 0)] * 20:
+            if rng.random() < 0.05:
+                has_room = rng.random() < room
+            ctx.set(dut.stb, 1)
+            ctx.set(dut.byte, {"data": byte, "dv": dv, "er": 0})
+            ctx.set(dut.w_rdy, has_room)
+            if ctx.get(dut.w_en) and ctx.get(dut.w_rdy):
+                w = ctx.get(dut.w_data)
+                writes.append((w.word.data, w.word.keep, w.word.last, w.drop))
+            for n in events:
+                events[n] += ctx.get(getattr(dut, f"ev_{n}"))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(8e-9)
+    sim.add_testbench(bench)
+    sim.run()
+    delivered, cur = [], bytearray()
+    for data, keep, last, drop in writes:
+        cur += data.to_bytes(8, "little")[:bin(keep).count("1")]
+        if last:
+            if not drop:
+                delivered.append(bytes(cur))
+            cur = bytearray()
+    good = [f for f, ok in sent if ok]
+    assert delivered == [f for f in good if f in delivered]        # whole, in order
+    assert len(delivered) + sum(events.values()) == len(sent)
+    assert events["runt"] == sum(len(f) < 60 for f, _ in sent)
+    assert events["oversize"] == sum(len(f) > 256 for f, _ in sent)
+    assert len(delivered) < len(good)
+
+
+def test_mac_rx_frame_starting_while_a_drop_is_owed_is_dropped_whole():
+    """Frame A loses words to a full FIFO and ends with no room for its drop
+    word; frame B starts while it is still owed, and room comes back exactly
+    when B would write its first word (the adversary opens the FIFO the cycle
+    MacRx asserts ``w_en``). B must not get in ahead of A's drop word: both
+    are dropped and counted as lost, and C, after them, arrives whole."""
+    from tlsnic.hdl.board.mac import MacRx
+    rng = random.Random(7)
+    a, b, c = _frame(rng, 200), _frame(rng, 200), _frame(rng, 100)
+    phases = []
+    for name, f in (("a", a), ("b", b), ("c", c)):
+        phases += [(name, x, 1) for x in wire_bytes(f)] + [(name, 0, 0)] * 12
+    dut = MacRx()
+    writes, lost = [], 0
+
+    async def bench(ctx):
+        nonlocal lost
+        a_words = 0
+        for name, byte, dv in phases + [("end", 0, 0)] * 20:
+            ctx.set(dut.stb, 1)
+            ctx.set(dut.byte, {"data": byte, "dv": dv, "er": 0})
+            if name == "a":
+                ctx.set(dut.w_rdy, a_words < 5)         # A loses its later words
+            elif name == "b":
+                ctx.set(dut.w_rdy, 0)
+                ctx.set(dut.w_rdy, ctx.get(dut.w_en))   # open just for B's own word
+            else:
+                ctx.set(dut.w_rdy, 1)
+            if ctx.get(dut.w_en) and ctx.get(dut.w_rdy):
+                w = ctx.get(dut.w_data)
+                writes.append((w.word.data, w.word.keep, w.word.last, w.drop))
+                a_words += name == "a"
+            lost += ctx.get(dut.ev_lost)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(8e-9)
+    sim.add_testbench(bench)
+    sim.run()
+    delivered, cur = [], bytearray()
+    for data, keep, last, drop in writes:
+        cur += data.to_bytes(8, "little")[:bin(keep).count("1")]
+        if last:
+            if not drop:
+                delivered.append(bytes(cur))
+            cur = bytearray()
+    assert delivered == [c]
+    assert lost == 2
 
 
 # ---- transmit -----------------------------------------------------------------------------

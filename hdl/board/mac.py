@@ -2,10 +2,12 @@
 
 ::
 
-    PHY clock (rx)                                   core clock (sync)
-    RgmiiRx ─> MacRx ─> PacketBuffer ─> AsyncFIFO ─────> rx (AXI4-Stream to the NIC)
-               preamble, FCS check,  commit good frames,
-               runt / size limits    drop the rest
+    PHY clock (rx)                              core clock (sync)
+    RgmiiRx ─> MacRx ─────────> AsyncFIFO ─> RxFrameStore ─> rx (AXI4-Stream to the NIC)
+               preamble, FCS check,          PacketBuffer: commit good
+               runt / size limits;           frames, drop the rest
+               the verdict rides on
+               the last word
 
     125 MHz (tx)                                     core clock (sync)
     RgmiiTx <─ MacTx <──── AsyncFIFOBuffered <─ PacketBuffer <─ tx (AXI4-Stream from the NIC)
@@ -16,17 +18,26 @@ Why it is built this way
 ------------------------
 
 * **Receive decides at the frame's end.** The FCS is only known after the last
-  byte, so :class:`MacRx` writes the frame into a :class:`PacketBuffer`
-  speculatively and commits it (good FCS, 64 bytes or more, no ``RX_ER``, no
-  overflow) or drops it. The NIC behind it never sees a bad frame and needs no
-  error flag on its stream. The FCS itself is never written: a four-byte delay
-  line holds the newest bytes back until the frame is known to go on, and the
-  CRC is checked by residue (:data:`~.crc.CRC32_RESIDUE`), so no byte
-  alignment of the FCS is needed.
+  byte, so :class:`MacRx` sends a frame's words on as they fill and its
+  verdict (good FCS, 64 bytes or more, no ``RX_ER``) with the last one, and
+  :class:`RxFrameStore` writes them into a :class:`PacketBuffer`
+  speculatively and commits the frame or drops it. The NIC behind it never
+  sees a bad frame and needs no error flag on its stream. The FCS itself is
+  never written: a four-byte delay line holds the newest bytes back until the
+  frame is known to go on, and the CRC is checked by residue
+  (:data:`~.crc.CRC32_RESIDUE`), so no byte alignment of the FCS is needed.
+* **Only framing runs on the PHY's clock.** The receive buffer (block RAM)
+  is in the core domain, as the transmit one is: at 73 % of an ECP5-85 the
+  placer puts block RAM wherever rows are free, and the receive clock's
+  failing paths in the routed board were wire to that RAM's enables. The
+  crossing FIFO is LUT RAM, written at most one word per eight PHY clocks
+  (two in a row at a frame's end) and read every core clock.
 * **The wire cannot wait.** Receive never back-pressures the PHY: when the
   buffer is full the frame being received is dropped and counted
   (``RX_OVERFLOW``). Frames already committed still leave in order when the NIC
-  takes them again. Nothing stalls forever.
+  takes them again. Nothing stalls forever. With a core clock too slow to
+  empty the crossing (below an eighth of the PHY's, with margin), a frame that
+  finds it full is dropped and counted the same way.
 * **Transmit never underruns.** Frames are stored whole in the core domain
   before any byte leaves, then cross to the 125 MHz transmit domain at one word
   per core clock, eight times the wire's byte rate, so :class:`MacTx` finds
@@ -56,7 +67,8 @@ from .crc import CRC32_ETH, CRC32_RESIDUE, crc_byte
 from .packet_buffer import PacketBuffer
 from .rgmii import GmiiByte
 
-__all__ = ["MacCounter", "MacRx", "MacTx", "Mac", "PREAMBLE", "SFD", "MIN_FRAME", "IFG_BYTES"]
+__all__ = ["MacCounter", "RxWord", "MacRx", "RxFrameStore", "MacTx", "Mac",
+           "PREAMBLE", "SFD", "MIN_FRAME", "IFG_BYTES"]
 
 PREAMBLE = 0x55
 SFD = 0xD5
@@ -80,13 +92,26 @@ class MacCounter(enum.IntEnum):
     TX_OVERSIZE = 8
 
 
+class RxWord(data.Struct):
+    """A word of a received frame on its way from :class:`MacRx` to
+    :class:`RxFrameStore`: the frame's verdict travels with its last word."""
+    word: FrameWord
+    drop: 1     #: with ``word.last``: the frame is bad (or lost words), forget it
+
+
 class MacRx(wiring.Component):
     """Receive framing in the PHY's receive domain (``sync`` here).
 
+    Writes each frame's words, FCS stripped, towards a FIFO as they complete
+    and the frame's verdict with its last word: good (a 64-byte frame or
+    longer, FCS right, no ``RX_ER``) or ``drop``. An oversize frame is closed
+    with a ``drop`` word when it passes ``max_frame`` and the rest of it is
+    ignored. The wire cannot wait: a word that finds the FIFO full is lost, so
+    is the rest of its frame, and the frame is closed with a ``drop`` word as
+    soon as there is room (a frame that starts before then is lost whole).
+
     Parameters
     ----------
-    depth : int
-        Words of frame buffer (a power of two).
     max_frame : int
         Longest frame accepted, FCS not counted.
 
@@ -94,27 +119,25 @@ class MacRx(wiring.Component):
     -------
     stb, byte : In
         From :class:`~.rgmii.RgmiiRx`.
-    frames : Out(stream.Signature(FrameWord))
-        Good frames, FCS stripped.
-    ev_ok, ev_fcs, ev_runt, ev_oversize, ev_overflow, ev_phy : Out(1)
-        One-cycle pulses, at most one per frame.
+    w_data : Out(RxWord)
+    w_en : Out(1)
+    w_rdy : In(1)
+        A FIFO's write port.
+    ev_fcs, ev_runt, ev_oversize, ev_phy, ev_lost : Out(1)
+        One-cycle pulses, at most one per frame; ``ev_lost``: the frame was
+        lost to a full FIFO (and had no other fault).
     """
-    def __init__(self, *, depth=2048, max_frame=abi.MAX_FRAME):
-        assert (depth - 1) * WORD_BYTES >= max_frame, "a maximal frame must fit the buffer"
-        self.depth = depth
+    def __init__(self, *, max_frame=abi.MAX_FRAME):
         self.max_frame = max_frame
         super().__init__({
             "stb": In(1), "byte": In(GmiiByte),
-            "frames": Out(stream.Signature(FrameWord)),
-            "ev_ok": Out(1), "ev_fcs": Out(1), "ev_runt": Out(1),
-            "ev_oversize": Out(1), "ev_overflow": Out(1), "ev_phy": Out(1),
+            "w_data": Out(RxWord), "w_en": Out(1), "w_rdy": In(1),
+            "ev_fcs": Out(1), "ev_runt": Out(1), "ev_oversize": Out(1), "ev_phy": Out(1),
+            "ev_lost": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.buf = buf = PacketBuffer(FrameWord, self.depth)
-        wiring.connect(m, buf.r, wiring.flipped(self.frames))
-
         crc = Signal(32)
         count = Signal(range(self.max_frame + FCS_BYTES + 2))   # bytes, FCS included
         hold = Signal(32)           # the newest bytes: maybe the FCS
@@ -123,13 +146,15 @@ class MacRx(wiring.Component):
         fill = Signal(range(WORD_BYTES + 1))
         phy_error = Signal()
         # The frame's verdicts as registers, each computed with the byte that
-        # settles it, so the end-of-frame decision (and the buffer's commit or
-        # drop behind it) starts from flip-flops, not from a 32-bit compare
-        # of the CRC or the byte count's: that chain was the receive clock's
-        # critical path (7.4 ns routed alone; 118 MHz and less in the board).
+        # settles it, so the end-of-frame decision starts from flip-flops, not
+        # from a 32-bit compare of the CRC or the byte count's: that chain was
+        # the receive clock's critical path (7.4 ns routed alone; 118 MHz and
+        # less in the board).
         fcs_good = Signal()         # crc == CRC32_RESIDUE
         short = Signal()            # count < MIN_FRAME
         at_max = Signal()           # count == max_frame + FCS_BYTES
+        lost = Signal()             # a word of this frame found the FIFO full
+        owed = Signal()             # a lost frame still needs its closing drop word
         b = self.byte
 
         def take(m, crc_before, count_after):
@@ -140,14 +165,37 @@ class MacRx(wiring.Component):
                          short.eq(count_after < MIN_FRAME),
                          at_max.eq(count_after == self.max_frame + FCS_BYTES)]
 
+        def emit(m, data, keep, last, drop):
+            """Write a word of this frame, unless the frame is lost already."""
+            with m.If(~lost):
+                m.d.comb += [self.w_data.word.data.eq(data), self.w_data.word.keep.eq(keep),
+                             self.w_data.word.last.eq(last), self.w_data.drop.eq(drop),
+                             self.w_en.eq(1)]
+                with m.If(~self.w_rdy):
+                    m.d.sync += lost.eq(1)
+
+        def close(m, bad):
+            """End the frame: its last word with the verdict, or, if words were
+            (or this one would be) lost, a drop word owed. ``bad``: counted
+            already; else the loss is counted."""
+            with m.If(lost | ~self.w_rdy):
+                m.d.sync += owed.eq(1)
+                m.d.comb += self.ev_lost.eq(~bad)
+
         def release(m, byte):
             """Put the byte that left the delay line into the word being filled."""
             with m.If(fill == WORD_BYTES):
-                m.d.comb += [buf.w_data.data.eq(word), buf.w_data.keep.eq(0xFF),
-                             buf.w_data.last.eq(0), buf.w_en.eq(1)]
+                emit(m, word, 0xFF, 0, 0)
                 m.d.sync += [word.eq(byte), fill.eq(1)]
             with m.Else():
                 m.d.sync += [word.word_select(fill, 8).eq(byte), fill.eq(fill + 1)]
+
+        # The owed drop word goes out in the first cycle with room. No word of
+        # a frame may go before it: a frame that starts while it is owed is
+        # lost from its start (see START), so ``emit`` is idle whenever it is.
+        with m.If(owed & self.w_rdy):
+            m.d.comb += [self.w_data.word.last.eq(1), self.w_data.drop.eq(1), self.w_en.eq(1)]
+            m.d.sync += owed.eq(0)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -167,8 +215,10 @@ class MacRx(wiring.Component):
                     with m.Elif(b.data != PREAMBLE):
                         m.next = "DISCARD"
             with m.State("START"):
+                # The owed drop word, if any, is written now or the frame is lost.
                 m.d.sync += [crc.eq(CRC32_ETH.init), count.eq(0), held.eq(0), fill.eq(0),
-                             phy_error.eq(0), fcs_good.eq(0), short.eq(1), at_max.eq(0)]
+                             phy_error.eq(0), fcs_good.eq(0), short.eq(1), at_max.eq(0),
+                             lost.eq(owed & ~self.w_rdy)]
                 m.next = "DATA"
                 # The first data byte may be here already (1000 Mb/s): take it.
                 with m.If(self.stb):
@@ -182,35 +232,90 @@ class MacRx(wiring.Component):
                 with m.If(self.stb & b.dv):
                     take(m, crc, count + 1)
                     m.d.sync += phy_error.eq(phy_error | b.er)
-                    with m.If(held == FCS_BYTES):
+                    with m.If(at_max):
+                        # Closed here, before the byte that would make it too long.
+                        emit(m, word, 0, 1, 1)
+                        close(m, bad=1)
+                        m.d.comb += self.ev_oversize.eq(1)
+                        m.next = "DISCARD"
+                    with m.Elif(held == FCS_BYTES):
                         release(m, hold[:8])
                         m.d.sync += hold.eq(Cat(hold[8:], b.data))
                     with m.Else():
                         m.d.sync += [hold.word_select(held, 8).eq(b.data), held.eq(held + 1)]
-                    with m.If(at_max):
-                        m.d.comb += [buf.w_drop.eq(1), self.ev_oversize.eq(1)]
-                        m.next = "DISCARD"
-                    with m.Elif(buf.w_en & buf.w_full):
-                        m.d.comb += [buf.w_drop.eq(1), self.ev_overflow.eq(1)]
-                        m.next = "DISCARD"
                 with m.Elif(self.stb):
                     # End of frame: the four held bytes are the FCS.
                     m.next = "IDLE"
-                    m.d.comb += [buf.w_data.data.eq(word), buf.w_data.keep.eq((1 << fill) - 1),
-                                 buf.w_data.last.eq(1)]
+                    bad = Signal()
+                    m.d.comb += bad.eq(short | phy_error | ~fcs_good)
+                    emit(m, word, (1 << fill) - 1, 1, bad)
+                    close(m, bad)
                     with m.If(short):
-                        m.d.comb += [buf.w_drop.eq(1), self.ev_runt.eq(1)]
+                        m.d.comb += self.ev_runt.eq(1)
                     with m.Elif(phy_error):
-                        m.d.comb += [buf.w_drop.eq(1), self.ev_phy.eq(1)]
+                        m.d.comb += self.ev_phy.eq(1)
                     with m.Elif(~fcs_good):
-                        m.d.comb += [buf.w_drop.eq(1), self.ev_fcs.eq(1)]
-                    with m.Elif(buf.w_full):
-                        m.d.comb += [buf.w_drop.eq(1), self.ev_overflow.eq(1)]
-                    with m.Else():
-                        m.d.comb += [buf.w_en.eq(1), buf.w_commit.eq(1), self.ev_ok.eq(1)]
+                        m.d.comb += self.ev_fcs.eq(1)
             with m.State("DISCARD"):
                 with m.If(self.stb & ~b.dv):
                     m.next = "IDLE"
+        return m
+
+
+class RxFrameStore(wiring.Component):
+    """The receive frame buffer, in the core domain (``sync`` here).
+
+    Takes :class:`RxWord` s from a FIFO's read port every cycle they are there
+    (never holding the FIFO back) into a :class:`PacketBuffer`, commits a frame
+    with a good last word and forgets one closed with ``drop``. When the buffer
+    is full the frame being stored is dropped and counted, and the rest of it
+    skipped; committed frames still leave in order when the NIC takes them.
+
+    Parameters
+    ----------
+    depth : int
+        Words of frame buffer (a power of two).
+
+    Members
+    -------
+    r_data : In(RxWord)
+    r_rdy : In(1)
+    r_en : Out(1)
+        A FIFO's read port.
+    frames : Out(stream.Signature(FrameWord))
+        Good frames, FCS stripped.
+    ev_ok, ev_overflow : Out(1)
+        One-cycle pulses, at most one per frame.
+    """
+    def __init__(self, *, depth=2048):
+        self.depth = depth
+        super().__init__({
+            "r_data": In(RxWord), "r_rdy": In(1), "r_en": Out(1),
+            "frames": Out(stream.Signature(FrameWord)),
+            "ev_ok": Out(1), "ev_overflow": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.buf = buf = PacketBuffer(FrameWord, self.depth)
+        wiring.connect(m, buf.r, wiring.flipped(self.frames))
+        w = self.r_data
+        m.d.comb += [self.r_en.eq(1), buf.w_data.eq(w.word)]
+        with m.FSM():
+            with m.State("STORE"):
+                with m.If(self.r_rdy):
+                    with m.If(w.word.last & w.drop):
+                        m.d.comb += buf.w_drop.eq(1)
+                    with m.Elif(buf.w_full):
+                        m.d.comb += [buf.w_drop.eq(1), self.ev_overflow.eq(1)]
+                        with m.If(~w.word.last):
+                            m.next = "SKIP"
+                    with m.Else():
+                        m.d.comb += [buf.w_en.eq(1), buf.w_commit.eq(w.word.last),
+                                     self.ev_ok.eq(w.word.last)]
+            with m.State("SKIP"):
+                with m.If(self.r_rdy & w.word.last):
+                    m.next = "STORE"
         return m
 
 
@@ -353,7 +458,8 @@ class Mac(wiring.Component):
     """
     def __init__(self, *, rx_domain="rgmii_rx", tx_domain="rgmii_tx", rx_depth=2048,
                  tx_depth=2048, cdc_depth=16, max_frame=abi.MAX_FRAME):
-        assert (tx_depth - 1) * WORD_BYTES >= max_frame, "a maximal frame must fit the buffer"
+        for depth in (rx_depth, tx_depth):
+            assert (depth - 1) * WORD_BYTES >= max_frame, "a maximal frame must fit each buffer"
         self._rx_domain = rx_domain
         self._tx_domain = tx_domain
         self._rx_depth = rx_depth
@@ -374,18 +480,27 @@ class Mac(wiring.Component):
         width = len(Signal(FrameWord).as_value())
 
         # ---- receive ----
-        m.submodules.rx_mac = rx_mac = DomainRenamer(rxd)(
-            MacRx(depth=self._rx_depth, max_frame=self._max_frame))
-        m.d.comb += [rx_mac.stb.eq(self.rx_stb), rx_mac.byte.eq(self.rx_byte)]
+        # Only the framing runs on the PHY's clock; the frame buffer (block
+        # RAM) is on the core's, behind the crossing, as on transmit. In the
+        # routed board the receive clock's failing paths ran to that RAM's
+        # enables, wherever the placer had found free block RAM (7.5 ns of
+        # wire at 14abc8c).
+        m.submodules.rx_mac = rx_mac = DomainRenamer(rxd)(MacRx(max_frame=self._max_frame))
         m.submodules.rx_cdc = rx_cdc = fifo.AsyncFIFO(
-            width=width, depth=self._cdc_depth, w_domain=rxd, r_domain="sync")
-        rx_word = FrameWord(rx_cdc.r_data)
+            width=len(Signal(RxWord).as_value()), depth=self._cdc_depth, w_domain=rxd,
+            r_domain="sync")
+        m.submodules.rx_store = rx_store = RxFrameStore(depth=self._rx_depth)
         m.d.comb += [
-            rx_cdc.w_data.eq(rx_mac.frames.payload), rx_cdc.w_en.eq(rx_mac.frames.valid),
-            rx_mac.frames.ready.eq(rx_cdc.w_rdy),
-            self.rx.tvalid.eq(rx_cdc.r_rdy), self.rx.tdata.eq(rx_word.data),
-            self.rx.tkeep.eq(rx_word.keep), self.rx.tlast.eq(rx_word.last),
-            rx_cdc.r_en.eq(self.rx.tready),
+            rx_mac.stb.eq(self.rx_stb), rx_mac.byte.eq(self.rx_byte),
+            rx_cdc.w_data.eq(rx_mac.w_data), rx_cdc.w_en.eq(rx_mac.w_en),
+            rx_mac.w_rdy.eq(rx_cdc.w_rdy),
+            rx_store.r_data.eq(rx_cdc.r_data), rx_store.r_rdy.eq(rx_cdc.r_rdy),
+            rx_cdc.r_en.eq(rx_store.r_en),
+            self.rx.tvalid.eq(rx_store.frames.valid),
+            self.rx.tdata.eq(rx_store.frames.payload.data),
+            self.rx.tkeep.eq(rx_store.frames.payload.keep),
+            self.rx.tlast.eq(rx_store.frames.payload.last),
+            rx_store.frames.ready.eq(self.rx.tready),
         ]
 
         # ---- transmit ----
@@ -433,23 +548,31 @@ class Mac(wiring.Component):
         ]
 
         # ---- counters ----
-        events = {
-            MacCounter.RX_OK: (rxd, rx_mac.ev_ok), MacCounter.RX_FCS_ERRORS: (rxd, rx_mac.ev_fcs),
-            MacCounter.RX_RUNTS: (rxd, rx_mac.ev_runt),
-            MacCounter.RX_OVERSIZE: (rxd, rx_mac.ev_oversize),
-            MacCounter.RX_OVERFLOW: (rxd, rx_mac.ev_overflow),
-            MacCounter.RX_PHY_ERRORS: (rxd, rx_mac.ev_phy),
-            MacCounter.TX_OK: (txd, tx_mac.ev_ok), MacCounter.TX_UNDERRUN: (txd, tx_mac.ev_underrun),
-            MacCounter.TX_OVERSIZE: ("sync", tx_oversize),
-        }
-        for c, (domain, pulse) in events.items():
+        # RX_OVERFLOW has two sources: a frame that found the core's buffer
+        # full, and (with a core clock too slow for the line) one that found
+        # the crossing full.
+        events = [
+            (MacCounter.RX_OK, "sync", rx_store.ev_ok),
+            (MacCounter.RX_FCS_ERRORS, rxd, rx_mac.ev_fcs),
+            (MacCounter.RX_RUNTS, rxd, rx_mac.ev_runt),
+            (MacCounter.RX_OVERSIZE, rxd, rx_mac.ev_oversize),
+            (MacCounter.RX_OVERFLOW, "sync", rx_store.ev_overflow),
+            (MacCounter.RX_OVERFLOW, rxd, rx_mac.ev_lost),
+            (MacCounter.RX_PHY_ERRORS, rxd, rx_mac.ev_phy),
+            (MacCounter.TX_OK, txd, tx_mac.ev_ok),
+            (MacCounter.TX_UNDERRUN, txd, tx_mac.ev_underrun),
+            (MacCounter.TX_OVERSIZE, "sync", tx_oversize),
+        ]
+        strobes = {c: [] for c in MacCounter}
+        for c, domain, pulse in events:
             if domain == "sync":
-                strobe = pulse
+                strobes[c].append(pulse)
             else:
                 ps = cdc.PulseSynchronizer(i_domain=domain, o_domain="sync")
-                m.submodules[f"ps_{c.name.lower()}"] = ps
+                name = f"ps_{c.name.lower()}"
+                m.submodules[name + f"_{len(strobes[c])}" * bool(strobes[c])] = ps
                 m.d.comb += ps.i.eq(pulse)
-                strobe = ps.o
-            with m.If(strobe):
-                m.d.sync += self.counters[c].eq(self.counters[c] + 1)
+                strobes[c].append(ps.o)
+        for c, pulses in strobes.items():
+            m.d.sync += self.counters[c].eq(self.counters[c] + sum(pulses))
         return m
