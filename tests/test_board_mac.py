@@ -231,34 +231,22 @@ def test_rx_core_clock_too_slow_for_the_line(sync_period):
     assert sum(counters.values()) == len(frames) + 1
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_mac_rx_against_a_store_model_under_random_fifo_room(seed):
-    """MacRx alone, its FIFO's room random cycle by cycle: the words it writes,
-    read as RxFrameStore reads them (a frame is the words up to a last word;
-    ``drop`` forgets it), give exactly the good frames that lost no word, in
-    order; every other frame is counted once, as lost or as its fault."""
+def run_mac_rx(octets, room, **mac_args):
+    """MacRx alone on amaranth.sim, a byte a clock: ``octets`` are (byte, dv,
+    tag); ``room(tag, w_en)`` says whether its FIFO has room this cycle
+    (``w_en`` as MacRx drives it without room). Returns the frames its words
+    make as RxFrameStore reads them (a frame is the words up to a last word,
+    ``drop`` forgets it) and the count of each event."""
     from tlsnic.hdl.board.mac import MacRx
-    rng = random.Random(seed)
-    dut = MacRx(max_frame=256)
-    sent, octets = [], []
-    for _ in range(40):
-        f = _frame(rng, rng.choice((20, 60, 64, 100, 200, 300)))
-        good = rng.random() < 0.8
-        sent.append((f, good and 60 <= len(f) <= 256))
-        octets += [(b, 1) for b in wire_bytes(f, good_fcs=good)] + [(0, 0)] * 12
-    # Room comes and goes in spells (a slow reader), long enough to outlast
-    # a frame's start, so frames begin while a drop word is still owed.
-    room = rng.choice((0.3, 0.6, 0.9))
+    dut = MacRx(**mac_args)
     writes, events = [], {n: 0 for n in ("fcs", "runt", "oversize", "phy", "lost")}
 
     async def bench(ctx):
-        has_room = True
-        for byte, dv in octets + [(0, 0)] * 20:
-            if rng.random() < 0.05:
-                has_room = rng.random() < room
+        for byte, dv, tag in list(octets) + [(0, 0, None)] * 20:
             ctx.set(dut.stb, 1)
             ctx.set(dut.byte, {"data": byte, "dv": dv, "er": 0})
-            ctx.set(dut.w_rdy, has_room)
+            ctx.set(dut.w_rdy, 0)
+            ctx.set(dut.w_rdy, room(tag, ctx.get(dut.w_en)))
             if ctx.get(dut.w_en) and ctx.get(dut.w_rdy):
                 w = ctx.get(dut.w_data)
                 writes.append((w.word.data, w.word.keep, w.word.last, w.drop))
@@ -277,6 +265,35 @@ def test_mac_rx_against_a_store_model_under_random_fifo_room(seed):
             if not drop:
                 delivered.append(bytes(cur))
             cur = bytearray()
+    return delivered, events
+
+
+def _octets(frame, tag=None, **wire):
+    return [(b, 1, tag) for b in wire_bytes(frame, **wire)] + [(0, 0, tag)] * 12
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mac_rx_against_a_store_model_under_random_fifo_room(seed):
+    """MacRx alone, its FIFO's room coming and going in spells (a slow reader),
+    long enough to outlast a frame's start, so frames also begin while a drop
+    word is still owed: exactly the good frames that lost no word arrive, in
+    order; every other frame is counted once, as lost or as its fault."""
+    rng = random.Random(seed)
+    sent, octets = [], []
+    for _ in range(40):
+        f = _frame(rng, rng.choice((20, 60, 64, 100, 200, 300)))
+        good = rng.random() < 0.8
+        sent.append((f, good and 60 <= len(f) <= 256))
+        octets += _octets(f, good_fcs=good)
+    share = rng.choice((0.3, 0.6, 0.9))
+    spell = [True]
+
+    def room(tag, w_en):
+        if rng.random() < 0.05:
+            spell[0] = rng.random() < share
+        return spell[0]
+
+    delivered, events = run_mac_rx(octets, room, max_frame=256)
     good = [f for f, ok in sent if ok]
     assert delivered == [f for f in good if f in delivered]        # whole, in order
     assert len(delivered) + sum(events.values()) == len(sent)
@@ -291,48 +308,22 @@ def test_mac_rx_frame_starting_while_a_drop_is_owed_is_dropped_whole():
     when B would write its first word (the adversary opens the FIFO the cycle
     MacRx asserts ``w_en``). B must not get in ahead of A's drop word: both
     are dropped and counted as lost, and C, after them, arrives whole."""
-    from tlsnic.hdl.board.mac import MacRx
     rng = random.Random(7)
     a, b, c = _frame(rng, 200), _frame(rng, 200), _frame(rng, 100)
-    phases = []
-    for name, f in (("a", a), ("b", b), ("c", c)):
-        phases += [(name, x, 1) for x in wire_bytes(f)] + [(name, 0, 0)] * 12
-    dut = MacRx()
-    writes, lost = [], 0
+    a_words = [0]
 
-    async def bench(ctx):
-        nonlocal lost
-        a_words = 0
-        for name, byte, dv in phases + [("end", 0, 0)] * 20:
-            ctx.set(dut.stb, 1)
-            ctx.set(dut.byte, {"data": byte, "dv": dv, "er": 0})
-            if name == "a":
-                ctx.set(dut.w_rdy, a_words < 5)         # A loses its later words
-            elif name == "b":
-                ctx.set(dut.w_rdy, 0)
-                ctx.set(dut.w_rdy, ctx.get(dut.w_en))   # open just for B's own word
-            else:
-                ctx.set(dut.w_rdy, 1)
-            if ctx.get(dut.w_en) and ctx.get(dut.w_rdy):
-                w = ctx.get(dut.w_data)
-                writes.append((w.word.data, w.word.keep, w.word.last, w.drop))
-                a_words += name == "a"
-            lost += ctx.get(dut.ev_lost)
-            await ctx.tick()
+    def room(tag, w_en):
+        if tag == "a":                  # A loses its words after the fifth
+            ok = a_words[0] < 5
+            a_words[0] += ok and w_en
+            return ok
+        if tag == "b":                  # open just for B's own word
+            return w_en
+        return True
 
-    sim = Simulator(dut)
-    sim.add_clock(8e-9)
-    sim.add_testbench(bench)
-    sim.run()
-    delivered, cur = [], bytearray()
-    for data, keep, last, drop in writes:
-        cur += data.to_bytes(8, "little")[:bin(keep).count("1")]
-        if last:
-            if not drop:
-                delivered.append(bytes(cur))
-            cur = bytearray()
+    delivered, events = run_mac_rx(_octets(a, "a") + _octets(b, "b") + _octets(c, "c"), room)
     assert delivered == [c]
-    assert lost == 2
+    assert events["lost"] == 2
 
 
 # ---- transmit -----------------------------------------------------------------------------
