@@ -61,6 +61,16 @@ def tx_decode(samples, speed=Speed.S1000):
         halves = []
         for d0, d1, c0, c1, k0, k1 in samples:
             halves += [(d0, c0, k0), (d1, c1, k1)]
+        # TX_CLK: high for n half-cycles and low for n, throughout, rising a
+        # quarter into each nibble: TXD steady n // 2 half-cycles before each
+        # rising edge and n - n // 2 from it (what the PHY's setup and hold see).
+        n = nibble_period(speed)
+        rises = [i for i in range(1, len(halves)) if halves[i][2] and not halves[i - 1][2]]
+        assert rises, "no TX_CLK edge"
+        for a, b in zip(rises, rises[1:]):
+            assert [k for _, _, k in halves[a:b]] == [1] * n + [0] * n, "TX_CLK not 50 % at 1/n"
+        for r in rises[1:-1]:
+            assert len({d for d, _, _ in halves[r - n // 2:r + n - n // 2]}) == 1, "TXD moves near TX_CLK's rise"
         nibbles, prev = [], 0
         for i, (d, c, k) in enumerate(halves):
             if k and not prev:

@@ -168,21 +168,34 @@ class RgmiiTx(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # cnt walks the cycles of one byte at 10/100: 2 nibbles of n cycles.
         n100, n10 = nibble_period(Speed.S100), nibble_period(Speed.S10)
-        cnt = Signal(range(2 * n10))
+        # ``speed`` comes from a synchronizer beside the control registers,
+        # far from the pins; every output register here depends on it, and
+        # read directly it was the routed board's failing transmit path (3.7
+        # ns of its 9.4 ns were the wire from it, 5edc42b). A copy here, a
+        # clock later, is what the logic reads.
+        speed = Signal(Speed, init=Speed.S1000)
+        m.d.sync += speed.eq(self.speed)
+        # At 10/100 a byte is two nibbles of n cycles: ``hi`` says which
+        # nibble, ``in_nib`` counts the cycles within it (0 .. n-1). Kept
+        # apart rather than one count of 2n, they need no subtraction, and
+        # every decision is a register against a constant for each speed.
+        in_nib = Signal(range(n10))
+        hi = Signal()
         cur = Signal(GmiiByte)
-        n = Signal(range(n10 + 1))
-        m.d.comb += n.eq(Mux(self.speed == Speed.S100, n100, n10))
-        # ``stb`` is a register, set for the cycle in which ``cnt`` will be 0:
-        # it goes on through the MAC's ``ready`` into the transmit FIFO's read
-        # enable, and decoded from ``speed`` (a synchronizer far off, by the
-        # control registers) it was the board's one failing transmit path,
-        # 8 ns of wire (README, "Boards"). A speed change shows a cycle late.
+
+        def per_speed(f):
+            """``f`` of the nibble period, for the current speed (10 or 100)."""
+            return Mux(speed == Speed.S100, f(n100), f(n10))
+
+        # ``stb`` is a register, set for the cycle in which the next byte
+        # starts: it goes on through the MAC's ``ready`` into the transmit
+        # FIFO's read enable (decoded from ``speed`` it was the board's
+        # failing transmit path at 3d1422f, 8 ns of wire).
         stb = Signal(init=1)
         m.d.comb += self.stb.eq(stb)
 
-        with m.If(self.speed == Speed.S1000):
+        with m.If(speed == Speed.S1000):
             m.d.sync += [
                 stb.eq(1),
                 self.ddr_data[0].eq(self.byte.data[0:4]),
@@ -190,30 +203,30 @@ class RgmiiTx(wiring.Component):
                 self.ddr_ctl[0].eq(self.byte.dv),
                 self.ddr_ctl[1].eq(self.byte.dv ^ self.byte.er),
                 self.ddr_clk[0].eq(1), self.ddr_clk[1].eq(0),
-                cnt.eq(0),
+                in_nib.eq(0), hi.eq(0),
             ]
         with m.Else():
-            wrap = cnt == 2 * n - 1
-            m.d.sync += [cnt.eq(Mux(wrap, 0, cnt + 1)), stb.eq(wrap)]
+            nib_end = per_speed(lambda n: in_nib == n - 1)
+            m.d.sync += [in_nib.eq(Mux(nib_end, 0, in_nib + 1)), hi.eq(hi ^ nib_end),
+                         stb.eq(hi & nib_end)]
+            first = ~hi & (in_nib == 0)
             byte = Signal(GmiiByte)
-            m.d.comb += byte.eq(Mux(cnt == 0, self.byte, cur))
-            with m.If(cnt == 0):
+            m.d.comb += byte.eq(Mux(first, self.byte, cur))
+            with m.If(first):
                 m.d.sync += cur.eq(self.byte)
-            in_nibble = Signal.like(cnt)
-            m.d.comb += in_nibble.eq(Mux(cnt >= n, cnt - n, cnt))
-            nibble = Mux(cnt >= n, byte.data[4:8], byte.data[0:4])
+            nibble = Mux(hi, byte.data[4:8], byte.data[0:4])
+
             # Half-cycle h (0 .. 2n-1) of the nibble: the clock is high for
             # q <= h < q + n, q = n // 2, so the PHY's rising edge (TXD, TX_EN)
             # comes a quarter and its falling edge (TX_ER) three quarters into
             # the nibble, both far from the moment the data changes.
-            q = Signal(range(n10))
-            m.d.comb += q.eq(Mux(self.speed == Speed.S100, n100 // 2, n10 // 2))
-            h0, h1 = 2 * in_nibble, 2 * in_nibble + 1
+            def clock_high(h):
+                return per_speed(lambda n: (h >= n // 2) & (h < n // 2 + n))
             m.d.sync += [
                 self.ddr_data[0].eq(nibble), self.ddr_data[1].eq(nibble),
                 self.ddr_ctl[0].eq(byte.dv), self.ddr_ctl[1].eq(byte.dv ^ byte.er),
-                self.ddr_clk[0].eq((h0 >= q) & (h0 < q + n)),
-                self.ddr_clk[1].eq((h1 >= q) & (h1 < q + n)),
+                self.ddr_clk[0].eq(clock_high(2 * in_nib)),
+                self.ddr_clk[1].eq(clock_high(2 * in_nib + 1)),
             ]
         return m
 
