@@ -43,7 +43,9 @@ PLACER = "static"
 #: 3d1422f netlist seed 2 routed (0 overused wires at iteration 92, router2
 #: 9.5 min) where seed 1 stalled above 3.7 k and rose again; on 1dd7230
 #: seeds 1 and 3 bottomed out at 160 and 727 and ran away (README,
-#: "Boards"). A different netlist redraws the lottery.
+#: "Boards"). A different netlist redraws the lottery: seed 2 also routed
+#: 14abc8c and 5edc42b (both boards), and did not converge on 4a541e2 and
+#: 93b98a7 (ecpix5-85).
 SEED = 2
 
 
