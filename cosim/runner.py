@@ -195,8 +195,12 @@ class CocotbRun:
                 # Verilator's make takes for up to date and the compiler then
                 # rejects: start such a directory over.
                 for stale in self.build_dir.iterdir():
-                    if stale.name not in ("build.lock", "public.vlt"):
-                        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+                    if stale.name in ("build.lock", "public.vlt"):
+                        continue
+                    if stale.is_dir():
+                        shutil.rmtree(stale)
+                    else:
+                        stale.unlink()
                 runner.build(
                     sources=[verilog_file],
                     hdl_toplevel=self.design.name,

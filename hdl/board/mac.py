@@ -477,7 +477,7 @@ class Mac(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rxd, txd = self._rx_domain, self._tx_domain
-        width = len(Signal(FrameWord).as_value())
+        width = Shape.cast(FrameWord).width
 
         # ---- receive ----
         # Only the framing runs on the PHY's clock; the frame buffer (block
@@ -487,7 +487,7 @@ class Mac(wiring.Component):
         # wire at 14abc8c).
         m.submodules.rx_mac = rx_mac = DomainRenamer(rxd)(MacRx(max_frame=self._max_frame))
         m.submodules.rx_cdc = rx_cdc = fifo.AsyncFIFO(
-            width=len(Signal(RxWord).as_value()), depth=self._cdc_depth, w_domain=rxd,
+            width=Shape.cast(RxWord).width, depth=self._cdc_depth, w_domain=rxd,
             r_domain="sync")
         m.submodules.rx_store = rx_store = RxFrameStore(depth=self._rx_depth)
         m.d.comb += [
