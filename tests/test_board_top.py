@@ -4,8 +4,12 @@ The full YoWASP build of the default board is marked slow."""
 
 import json
 import re
+import subprocess
 
 import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
+from amaranth.lib.memory import Memory
 
 from tlsnic import synth_board
 from tlsnic.hdl.board.pll import PllOutput, VCO_MAX, VCO_MIN, solve_pll
@@ -59,6 +63,9 @@ def test_every_board_top_produces_its_build_plan(board_plan):
     # ... with the GCM engine's replicated enables kept apart (else one 14 k-fan-out net)
     assert "setattr -set keep 1 a:keep %ci1:+[Q] t:$dff %i" in files[f"{name}.ys"]
     assert "--timing-allow-fail" in script and f"--report {name}.report.json" in script
+    # ... stopping after Yosys when the netlist cannot fit the device
+    assert synth_board.fit_check(platform.device) in files[f"{name}.ys"]
+    assert "select -assert-max 208 t:DP16KD" in synth_board.fit_check("LFE5UM5G-85F")
     device_opt = {"LFE5UM5G-85F": "--um5g-85k", "LFE5UM-45F": "--um-45k"}[platform.device]
     assert device_opt in script
     # The NIC inside is the stock one, with the board's port count.
@@ -176,6 +183,49 @@ def test_synth_says_what_does_not_fit(monkeypatch, capsys, tmp_path):
     assert "nextpnr failed" in err and "TRELLIS_COMB" in err and "DOES NOT FIT" in err
     blob = json.loads(out.read_text())
     assert blob["failed"] == "nextpnr" and blob["utilisation"]["DP16KD"] == {"used": 212, "available": 208}
+
+
+class _TwoBlockRams(Elaboratable):
+    """Two 1 k x 16 memories, written and read at one address each: two DP16KD
+    after ``synth_ecp5``."""
+
+    def __init__(self):
+        self.addr = [Signal(10, name=f"addr{n}") for n in range(2)]
+        self.data = [Signal(16, name=f"data{n}") for n in range(2)]
+        self.q = [Signal(16, name=f"q{n}") for n in range(2)]
+        self.ports = [*self.addr, *self.data, *self.q]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain()
+        for n in range(2):
+            m.submodules[f"mem{n}"] = mem = Memory(shape=16, depth=1024, init=[])
+            w, r = mem.write_port(), mem.read_port()
+            m.d.comb += [w.addr.eq(self.addr[n]), w.data.eq(self.data[n]), w.en.eq(1),
+                         r.addr.eq(self.addr[n]), self.q[n].eq(r.data)]
+        return m
+
+
+@pytest.mark.parametrize("block_rams", [1, 2])
+def test_a_netlist_that_cannot_fit_stops_after_yosys_saying_what_overflows(tmp_path, block_rams):
+    """Yosys's netlist is checked against the device before nextpnr runs (it
+    would place a design at 145 % without end), and the failure names the
+    resource with its count."""
+    design = _TwoBlockRams()
+    (tmp_path / "tiny.il").write_text(rtlil.convert(design, name="tiny", ports=design.ports))
+    capacity = {**synth_board.ECP5_CAPACITY["85F"], "DP16KD": block_rams}
+    script = f"read_rtlil tiny.il; synth_ecp5 -top tiny\n{synth_board.fit_check(capacity)}\n"
+    (tmp_path / "tiny.ys").write_text(script)
+    run = subprocess.run([synth_board._tool_env()["YOSYS"], "-q", "-l", "tiny.rpt", "tiny.ys"],
+                         cwd=tmp_path, capture_output=True)
+    if block_rams == 2:
+        assert run.returncode == 0, (tmp_path / "tiny.rpt").read_text()[-2000:]
+        return
+    assert run.returncode != 0
+    failure = synth_board._diagnose(tmp_path, "tiny")
+    assert failure.stage == "yosys"
+    assert failure.utilisation == {"DP16KD": (2, 1)}
+    assert failure.error == "the netlist does not fit the device: DP16KD 2 of 1"
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["BOARDS", "BuildFailed", "plan", "build", "domain_of", "main"]
+__all__ = ["BOARDS", "BuildFailed", "ECP5_CAPACITY", "fit_check", "plan", "build", "domain_of",
+           "main"]
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -49,6 +50,48 @@ PLACER = "static"
 SEED = 2
 
 
+#: What each ECP5 density offers (the device name's last field: ``85F`` of
+#: ``LFE5UM5G-85F``), as nextpnr-ecp5 counts it in its utilisation report:
+#: logic cells (each a LUT4), flip-flops, 18 kbit block RAMs and 18x18
+#: multipliers.
+ECP5_CAPACITY = {
+    "25F": {"TRELLIS_COMB": 24288, "TRELLIS_FF": 24288, "DP16KD": 56, "MULT18X18D": 28},
+    "45F": {"TRELLIS_COMB": 43848, "TRELLIS_FF": 43848, "DP16KD": 108, "MULT18X18D": 72},
+    "85F": {"TRELLIS_COMB": 83640, "TRELLIS_FF": 83640, "DP16KD": 208, "MULT18X18D": 156},
+}
+
+#: The Yosys cells that occupy each resource. A carry cell (CCU2C) takes two
+#: logic cells and a LUT RAM (TRELLIS_DPR16X4) a slice's worth, so counting
+#: each as one makes the logic figure a lower bound: the check never stops a
+#: design that fits, and catches one that is far over (the two-port
+#: versa-ecp5 packs to 145 %).
+_FIT_SELECTIONS = {
+    "DP16KD": "t:DP16KD",
+    "MULT18X18D": "t:MULT18X18D",
+    "TRELLIS_FF": "t:TRELLIS_FF",
+    "TRELLIS_COMB": "t:LUT4 t:CCU2C t:TRELLIS_DPR16X4",
+}
+
+
+def fit_check(capacity):
+    """Yosys commands, run after ``synth_ecp5``, that stop the build when the
+    netlist cannot fit: ``capacity`` is a device name or an
+    :data:`ECP5_CAPACITY` entry.
+
+    nextpnr does not give up on a design that is over the device: packed to
+    145 % of the logic cells it went on placing until stopped by hand, where
+    this check fails in the minutes Yosys takes, naming the resource
+    (:func:`_diagnose` reads it back). A density not in the table is not
+    checked.
+    """
+    if isinstance(capacity, str):
+        capacity = ECP5_CAPACITY.get(capacity.rsplit("-", 1)[-1])
+    if not capacity:
+        return ""
+    return "\n".join(f"log tlsnic fit check: {cell}\nselect -assert-max {capacity[cell]} {sel}"
+                     for cell, sel in _FIT_SELECTIONS.items())
+
+
 def _name(board):
     return "tlsnic_" + board.replace("-", "_")
 
@@ -68,6 +111,7 @@ def plan(board, *, core_mhz=None, nic=None, seed=SEED, placer=PLACER, router="ro
         top, name=name,
         synth_opts="-abc9",
         script_after_read=KEEP_REPLICAS,
+        script_after_synth=fit_check(platform.device),
         nextpnr_opts=f"--report {name}.report.json --timing-allow-fail --seed {seed} "
                      f"--placer {placer} --router {router}"
                      + (" --router2-heatmap heatmap" if heatmap else ""))
@@ -170,6 +214,8 @@ class BuildFailed(Exception):
 
 
 _UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
+_FIT_FAILED = re.compile(r"tlsnic fit check: (\w+)\s*\nERROR: Assertion failed: selection contains "
+                         r"(\d+) elements, more than the maximum number (\d+)")
 
 
 def _diagnose(out, name):
@@ -184,6 +230,11 @@ def _diagnose(out, name):
     text = log.read_text(errors="replace") if log.exists() else ""
     error = next((ln.strip() for ln in text.splitlines() if "ERROR" in ln), "no ERROR line in the log")
     util = {}
+    if stage == "yosys" and (m := _FIT_FAILED.search(text)):
+        cell, used, avail = m.group(1), int(m.group(2)), int(m.group(3))
+        util[cell] = (used, avail)
+        bound = " at least" if cell == "TRELLIS_COMB" else ""
+        error = f"the netlist does not fit the device: {cell}{bound} {used} of {avail}"
     if tim.exists():
         for ln in tim.read_text(errors="replace").splitlines():
             if (m := _UTIL_LINE.match(ln)):
