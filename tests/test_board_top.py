@@ -5,6 +5,7 @@ The full YoWASP build of the default board is marked slow."""
 import json
 import re
 import subprocess
+import time
 
 import pytest
 from amaranth.back import rtlil
@@ -123,7 +124,7 @@ def test_clock_nets_name_their_domains(net, domain):
 def test_synth_judges_a_domain_nextpnr_left_unconstrained_by_its_target(tmp_path):
     """A constraint nextpnr could not attach leaves the domain at its 12 MHz
     default: 200 MHz then 'passes' unless judged against the 125 MHz target."""
-    targets = BoardTop(DEFAULT_BOARD, core_mhz=100).clock_targets()
+    targets = BOARDS[DEFAULT_BOARD].clock_targets(core_mhz=100)
     assert targets["rgmii_rx0"] == 125.0 and targets["sync"] == 100.0
     fig = synth_board.figures(_report(110.0, rx_constraint=12.0), board=DEFAULT_BOARD, device="x",
                               elapsed=1.0, out_dir=tmp_path, command="", targets=targets)
@@ -226,6 +227,118 @@ def test_a_netlist_that_cannot_fit_stops_after_yosys_saying_what_overflows(tmp_p
     assert failure.stage == "yosys"
     assert failure.utilisation == {"DP16KD": (2, 1)}
     assert failure.error == "the netlist does not fit the device: DP16KD 2 of 1"
+
+
+# router2's overused wires per iteration, ecpix5-85 at a449a28, seed 3: down to
+# 353 at iteration 23, then up without end (stopped at 52).
+_SEED3_OVERUSED = [84460, 49441, 28558, 16532, 10382, 7056, 4761, 3629, 2718, 2048, 1572, 1254,
+                   1089, 892, 728, 617, 596, 523, 473, 434, 397, 355, 353, 365, 386, 406, 411,
+                   399, 447, 476, 496, 532, 568, 549, 541, 566, 591, 591, 690, 696, 671, 704,
+                   772, 781, 851, 920, 939, 1046, 1154, 1200, 1274, 1295]
+
+
+def _iteration_line(it, overused):
+    return f"Info:     iter={it} wires=1164673 overused={overused} overuse={overused} archfail=NA"
+
+
+def test_router_watch_stops_a_run_that_climbs_away_from_its_minimum():
+    watch = synth_board.RouterWatch()
+    verdicts = [(it, watch.feed(_iteration_line(it, n))) for it, n in enumerate(_SEED3_OVERUSED, 1)]
+    first = next(it for it, v in verdicts if v)
+    assert first == 49         # 1,154 > 3 x 353, 26 iterations after the minimum
+    assert verdicts[first - 1][1] == ("router2 ran away: 353 overused wires at its best "
+                                      "(iteration 23), 1154 at iteration 49")
+    # A run that dips, climbs a while (2.5 x) and converges is left alone, and
+    # lines that are not router2's iterations are ignored.
+    watch = synth_board.RouterWatch()
+    curve = [5000, 900, 160] + [400] * 30 + [200, 20, 0]
+    assert not any(watch.feed(_iteration_line(it, n)) for it, n in enumerate(curve, 1))
+    assert watch.feed("Info: Max frequency for clock '$glbnet$bridge.clk': 33.91 MHz") is None
+
+
+_FAKE_NEXTPNR = """\
+import json, os, shutil, sys, time
+args = sys.argv[1:]
+opt = lambda k: args[args.index(k) + 1]
+mode = dict(kv.split(":") for kv in os.environ["FAKE_SEEDS"].split(","))[opt("--seed")]
+with open(opt("--log"), "w") as log:
+    log.write("Info: Device utilisation:\\nInfo: \\t        TRELLIS_COMB:   61234/  83640    73%\\n")
+    curve = [1000, 400, 100, 50] + ([60 * i for i in range(2, 30)] if mode == "runaway" else [20, 0])
+    for i, n in enumerate(curve, 1):
+        log.write(f"Info:     iter={i} wires=1000 overused={n} overuse={n} archfail=NA\\n")
+    log.flush()
+    if mode == "runaway":
+        time.sleep(60)          # router2 would go on: the watch must stop it
+        sys.exit(3)
+shutil.copy(os.environ["FAKE_REPORT_" + mode], opt("--report"))
+with open(opt("--textcfg"), "w") as cfg:
+    cfg.write("config for seed " + opt("--seed"))
+"""
+_FAKE_ECPPACK = """\
+import sys
+args = sys.argv[1:]
+cfg = open(args[args.index("--input") + 1]).read()
+open(args[args.index("--bit") + 1], "w").write("bitstream from " + cfg)
+"""
+
+
+@pytest.fixture
+def fake_toolchain(tmp_path, monkeypatch):
+    """Yosys, nextpnr and ecppack stand-ins, so the seed sweep runs in seconds:
+    ``FAKE_SEEDS`` says per seed whether nextpnr runs away (and must be
+    stopped), routes missing timing (``slow``) or routes meeting it (``met``)."""
+    import sys
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for var, body in (("YOSYS", "pass\n"), ("NEXTPNR_ECP5", _FAKE_NEXTPNR), ("ECPPACK", _FAKE_ECPPACK)):
+        exe = tools / var.lower()
+        exe.write_text(f"#!{sys.executable}\n{body}")
+        exe.chmod(0o755)
+        monkeypatch.setenv(var, str(exe))
+    for mode, achieved in (("slow", 20.0), ("met", 31.0)):
+        report = _report(achieved)
+        report["fmax"]["$glbnet$bridge.clk"]["constraint"] = 25.0
+        (tools / f"{mode}.json").write_text(json.dumps(report))
+        monkeypatch.setenv(f"FAKE_REPORT_{mode}", str(tools / f"{mode}.json"))
+    monkeypatch.setattr(synth_board, "_POLL_S", 0.05)
+    return lambda modes: monkeypatch.setenv("FAKE_SEEDS", ",".join(f"{s}:{m}" for s, m in modes.items()))
+
+
+def _sweep(tmp_path, seeds):
+    return synth_board.build(DEFAULT_BOARD, tmp_path / "build", seeds=seeds, design=Module())
+
+
+def test_synth_tries_seeds_until_one_routes_with_timing_met(fake_toolchain, tmp_path):
+    fake_toolchain({2: "runaway", 3: "slow", 4: "met", 5: "met"})
+    t0 = time.monotonic()
+    res = _sweep(tmp_path, (2, 3, 4, 5))
+    assert time.monotonic() - t0 < 30             # the run-away nextpnr was stopped, not waited for
+    assert res["seed"] == 4 and res["timing_met"]
+    assert [a["seed"] for a in res["attempts"]] == [2, 3, 4]
+    assert res["attempts"][0]["result"].startswith("router2 ran away: 50 overused wires at its best")
+    assert res["attempts"][1]["result"] == "routed, timing not met in sync"
+    name = "tlsnic_" + DEFAULT_BOARD.replace("-", "_")
+    out = tmp_path / "build"
+    assert (out / f"{name}.bit").read_text() == "bitstream from config for seed 4"
+    assert (out / f"{name}.seed2.tim").exists() and (out / f"{name}.seed3.report.json").exists()
+
+
+def test_synth_without_a_seed_meeting_timing_reports_the_last_routed_one(fake_toolchain, tmp_path):
+    fake_toolchain({2: "slow", 3: "runaway"})
+    res = _sweep(tmp_path, (2, 3))
+    assert res["seed"] == 2 and not res["timing_met"]
+    assert [a["result"][:15] for a in res["attempts"]] == ["routed, timing ", "router2 ran awa"]
+    name = "tlsnic_" + DEFAULT_BOARD.replace("-", "_")
+    assert (tmp_path / "build" / f"{name}.bit").read_text() == "bitstream from config for seed 2"
+
+
+def test_synth_fails_clearly_when_every_seed_runs_away(fake_toolchain, tmp_path):
+    fake_toolchain({2: "runaway", 7: "runaway"})
+    with pytest.raises(synth_board.BuildFailed) as failed:
+        _sweep(tmp_path, (2, 7))
+    e = failed.value
+    assert e.stage == "nextpnr" and e.error.startswith("seed 2: router2 ran away") and "; seed 7: " in e.error
+    assert e.utilisation["TRELLIS_COMB"] == (61234, 83640)
 
 
 @pytest.mark.slow

@@ -9,18 +9,24 @@ timing is not met.
 
 nextpnr runs with ``--timing-allow-fail`` so that a failing build still
 reports every domain's figure; the verdict is made here from its JSON report.
+At three quarters of an ECP5-85 whether router2 converges depends on the
+placement, so the build can try several seeds (``--seed 2,5,7``) on the one
+Yosys netlist, stopping a router2 run that has run away (:class:`RouterWatch`)
+and keeping the first that routes with every domain met.
 """
 
 import argparse
 import json
 import os
 import re
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["BOARDS", "BuildFailed", "ECP5_CAPACITY", "fit_check", "plan", "build", "domain_of",
-           "main"]
+__all__ = ["BOARDS", "BuildFailed", "ECP5_CAPACITY", "RouterWatch", "fit_check", "plan", "build",
+           "domain_of", "main"]
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -48,6 +54,12 @@ PLACER = "static"
 #: 14abc8c and 5edc42b (both boards), and did not converge on 4a541e2 and
 #: 93b98a7 (ecpix5-85).
 SEED = 2
+
+#: The seeds ``tlsnic synth`` tries, in order, until one routes with every
+#: domain met: a seed whose router2 run has run away (:class:`RouterWatch`)
+#: costs its placement and some 30 iterations (router2 itself would go on
+#: until stopped), and the next seed places afresh.
+SEEDS = (SEED,)
 
 
 #: What each ECP5 density offers (the device name's last field: ``85F`` of
@@ -97,15 +109,16 @@ def _name(board):
 
 
 def plan(board, *, core_mhz=None, nic=None, seed=SEED, placer=PLACER, router="router2",
-         heatmap=False):
+         heatmap=False, design=None):
     """The board's Amaranth build plan (elaborates the design; runs no toolchain).
 
+    ``design``: what to build instead of the board's :class:`BoardTop`.
     Returns ``(platform, plan, name)``.
     """
     from .hdl.board.top import BoardTop, make_platform
     from .synth_core import KEEP_REPLICAS
     platform = make_platform(board)
-    top = BoardTop(board, core_mhz=core_mhz, nic=nic)
+    top = design if design is not None else BoardTop(board, core_mhz=core_mhz, nic=nic)
     name = _name(board)
     p = platform.prepare(
         top, name=name,
@@ -151,7 +164,7 @@ def _tool_env():
 def figures(report, *, board, device, elapsed, out_dir, command, targets=None):
     """Utilisation and per-domain timing from nextpnr's JSON report.
 
-    ``targets`` (domain: MHz, :meth:`BoardTop.clock_targets`) are what the
+    ``targets`` (domain: MHz, :meth:`BoardSpec.clock_targets`) are what the
     constraints should say: a domain that nextpnr timed against anything else
     (a constraint it could not attach leaves its 12 MHz default) is judged
     against its target and says so, and a target domain missing from the
@@ -229,44 +242,170 @@ def _diagnose(out, name):
         stage, log = "ecppack", tim
     text = log.read_text(errors="replace") if log.exists() else ""
     error = next((ln.strip() for ln in text.splitlines() if "ERROR" in ln), "no ERROR line in the log")
-    util = {}
+    util = _utilisation(tim)
     if stage == "yosys" and (m := _FIT_FAILED.search(text)):
         cell, used, avail = m.group(1), int(m.group(2)), int(m.group(3))
         util[cell] = (used, avail)
         bound = " at least" if cell == "TRELLIS_COMB" else ""
         error = f"the netlist does not fit the device: {cell}{bound} {used} of {avail}"
+    return BuildFailed(stage, error, util, log)
+
+
+def _utilisation(tim):
+    """nextpnr's utilisation from its log, ``{cell type: (used, available)}``."""
+    util = {}
     if tim.exists():
         for ln in tim.read_text(errors="replace").splitlines():
             if (m := _UTIL_LINE.match(ln)):
                 util[m.group(1)] = (int(m.group(2)), int(m.group(3)))
-    return BuildFailed(stage, error, util, log)
+    return util
 
 
-def build(board, out_dir=None, *, core_mhz=None, nic=None, seed=SEED, placer=PLACER, command="",
-          heatmap=False):
-    """Run the whole build; return :func:`figures`. Raises :class:`BuildFailed`."""
-    import subprocess
-    t0 = time.perf_counter()
-    platform, p, name = plan(board, core_mhz=core_mhz, nic=nic, seed=seed, placer=placer,
-                             heatmap=heatmap)
-    out = Path(out_dir or _REPO / "build" / "board" / board)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in (f"{name}.tim", f"{name}.config", f"{name}.report.json"):
-        (out / stale).unlink(missing_ok=True)
-    # YoWASP's sandbox sees relative paths only: run from the build folder.
-    cwd = os.getcwd()
+class RouterWatch:
+    """Tells from nextpnr's log, line by line, when router2 has run away.
+
+    router2 either drives its overused wires to zero or, on an unlucky
+    placement, bottoms out and climbs again without end (README, "Build
+    history": 353 overused wires at iteration 23, 1,295 at 52 and rising).
+    It has run away once the count has stood for ``patience`` iterations
+    past its minimum and is now more than ``factor`` times that minimum; a
+    run that dips, hovers or climbs a little is left alone (one board routed
+    at iteration 149).
+    """
+    _ITER = re.compile(r"^Info:\s+iter=(\d+)\s.*\boverused=(\d+)")
+
+    def __init__(self, *, factor=3.0, patience=20):
+        self.factor, self.patience = factor, patience
+        self.best = None        # (overused, iteration)
+
+    def feed(self, line):
+        """Take one log line; the verdict (a sentence) once it has run away, else None."""
+        m = self._ITER.match(line)
+        if not m:
+            return None
+        it, over = int(m.group(1)), int(m.group(2))
+        if self.best is None or over <= self.best[0]:
+            self.best = (over, it)
+            return None
+        best, at = self.best
+        if it - at >= self.patience and over > self.factor * max(best, 1):
+            return (f"router2 ran away: {best} overused wires at its best (iteration {at}), "
+                    f"{over} at iteration {it}")
+        return None
+
+
+def _script_steps(out, name):
+    """The tool commands of Amaranth's build script, ``{"YOSYS": [args], ...}``:
+    run one by one, so that nextpnr can be watched, stopped and re-run with
+    another seed on the same netlist."""
+    steps = {}
+    for line in (out / f"build_{name}.sh").read_text().splitlines():
+        if (m := re.match(r'"\$(YOSYS|NEXTPNR_ECP5|ECPPACK)"\s+(.*)', line)):
+            steps[m.group(1)] = shlex.split(m.group(2))
+    return steps
+
+
+def _with_seed(args, seed):
+    args = list(args)
+    args[args.index("--seed") + 1] = str(seed)
+    return args
+
+
+#: How often the log of a running nextpnr is read, seconds.
+_POLL_S = 5.0
+
+
+def _place_and_route(cmd, out, log, watch):
+    """Run nextpnr, reading its log as it grows; stop it if ``watch`` says it
+    has run away. Returns ``(returncode, verdict)``."""
+    log.unlink(missing_ok=True)
+    proc = subprocess.Popen(cmd, cwd=out, env=_tool_env())
+    seen, verdict = 0, None
     try:
-        os.chdir(out)
-        p.execute_local(".", env=_tool_env())
+        while proc.poll() is None and verdict is None:
+            time.sleep(_POLL_S)
+            if not log.exists():
+                continue
+            with log.open("rb") as f:
+                f.seek(seen)
+                chunk = f.read()
+            whole = chunk[:chunk.rfind(b"\n") + 1]     # a line still being written waits
+            seen += len(whole)
+            for line in whole.decode(errors="replace").splitlines():
+                verdict = verdict or watch.feed(line)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+    return proc.wait(), verdict
+
+
+def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=SEEDS, placer=PLACER, command="",
+          heatmap=False, watch=RouterWatch, design=None):
+    """Run the whole build; return :func:`figures`. Raises :class:`BuildFailed`.
+
+    Yosys runs once; nextpnr runs with each of ``seeds`` in turn until one
+    routes with every domain met (``watch`` makes a :class:`RouterWatch` per
+    run). Each attempt is in the figures' ``attempts``; one that does not
+    end the build leaves its log as ``NAME.seedN.tim``. If no seed meets
+    timing, the figures and bitstream are the last routed attempt's.
+    """
+    t0 = time.perf_counter()
+    seeds = tuple(seeds)
+    from .hdl.board.top import BOARDS
+    targets = BOARDS[board].clock_targets(core_mhz)
+    platform, p, name = plan(board, core_mhz=core_mhz, nic=nic, seed=seeds[0], placer=placer,
+                             heatmap=heatmap, design=design)
+    out = Path(out_dir or _REPO / "build" / "board" / board).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    products = [f"{name}.tim", f"{name}.config", f"{name}.report.json"]
+    for stale in products:
+        (out / stale).unlink(missing_ok=True)
+    p.extract(out)
+    steps, env = _script_steps(out, name), _tool_env()
+    # YoWASP's sandbox sees relative paths only: the tools run in the build folder.
+    try:
+        subprocess.run([env["YOSYS"], *steps["YOSYS"]], cwd=out, env=env, check=True)
     except subprocess.CalledProcessError:
         raise _diagnose(out, name) from None
-    finally:
-        os.chdir(cwd)
-    report = json.loads((out / f"{name}.report.json").read_text())
-    from .hdl.board.top import BoardTop
-    targets = BoardTop(board, core_mhz=core_mhz, nic=nic).clock_targets()
-    return figures(report, board=board, device=f"{platform.device}-{platform.speed}{platform.package}",
-                   elapsed=time.perf_counter() - t0, out_dir=out, command=command, targets=targets)
+    device = f"{platform.device}-{platform.speed}{platform.package}"
+    attempts, routed = [], None
+
+    def keep_as(seed):          # this attempt's products, out of the next one's way
+        for f in products:
+            if (out / f).exists():
+                (out / f).replace(out / f.replace(name, f"{name}.seed{seed}", 1))
+
+    for seed in seeds:
+        code, runaway = _place_and_route([env["NEXTPNR_ECP5"], *_with_seed(steps["NEXTPNR_ECP5"], seed)],
+                                         out, out / f"{name}.tim", watch())
+        if runaway:
+            attempts.append({"seed": seed, "result": runaway})
+        elif code:
+            raise _diagnose(out, name)      # not the seed's doing: the design cannot be placed
+        else:
+            res = figures(json.loads((out / f"{name}.report.json").read_text()), board=board,
+                          device=device, elapsed=0.0, out_dir=out, command=command, targets=targets)
+            missed = sorted(d for d, f in res["domains"].items() if not f["met"])
+            attempts.append({"seed": seed, "result": "routed, timing met" if not missed else
+                             "routed, timing not met in " + ", ".join(missed)})
+            routed = seed
+            if not missed:
+                break
+        keep_as(seed)
+    else:
+        if routed is None:
+            log = out / f"{name}.seed{seeds[-1]}.tim"
+            raise BuildFailed("nextpnr", "; ".join(f"seed {a['seed']}: {a['result']}" for a in attempts),
+                              _utilisation(log), log)
+        for f in products:
+            (out / f.replace(name, f"{name}.seed{routed}", 1)).replace(out / f)
+    try:
+        subprocess.run([env["ECPPACK"], *steps["ECPPACK"]], cwd=out, env=env, check=True)
+    except subprocess.CalledProcessError:
+        raise _diagnose(out, name) from None
+    res = figures(json.loads((out / f"{name}.report.json").read_text()), board=board, device=device,
+                  elapsed=time.perf_counter() - t0, out_dir=out, command=command, targets=targets)
+    return {**res, "seed": routed, "attempts": attempts}
 
 
 def print_figures(res, file=None):
@@ -280,7 +419,17 @@ def print_figures(res, file=None):
         note = f"  ({f['note']})" if "note" in f else ""
         print(f"  {d:12} Fmax {f['achieved_mhz']:8.2f} MHz, constraint {f['constraint_mhz']:.2f} MHz  "
               f"{verdict}{note}", file=file)
+    for a in res.get("attempts", []):
+        print(f"  seed {a['seed']:<4} {a['result']}", file=file)
     print(f"  bitstream {res['bitstream']}", file=file)
+
+
+def _seed_list(text):
+    try:
+        seeds = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a seed or a comma-separated list of seeds: {text!r}")
+    return seeds
 
 
 def main(argv):
@@ -290,7 +439,9 @@ def main(argv):
     ap.add_argument("--out", help="build folder (default build/board/NAME)")
     ap.add_argument("--json", nargs="?", const="-", help="write the figures as JSON to OUT ('-': stdout)")
     ap.add_argument("--core-mhz", type=float, help="core clock target (default: the board's)")
-    ap.add_argument("--seed", type=int, default=SEED, help=f"nextpnr's seed (default {SEED})")
+    ap.add_argument("--seed", type=_seed_list, default=SEEDS, metavar="N[,N...]",
+                    help="nextpnr's seeds, tried in turn until one routes with timing met "
+                         f"(default {','.join(map(str, SEEDS))})")
     ap.add_argument("--placer", default=PLACER, choices=("heap", "static", "sa"),
                     help=f"nextpnr's placer (default {PLACER})")
     ap.add_argument("--heatmap", action="store_true",
@@ -309,7 +460,7 @@ def main(argv):
         return 2
     command = "tlsnic synth " + " ".join(argv)
     try:
-        res = build(args.board, args.out, core_mhz=args.core_mhz, seed=args.seed,
+        res = build(args.board, args.out, core_mhz=args.core_mhz, seeds=args.seed,
                     placer=args.placer, command=command, heatmap=args.heatmap)
     except BuildFailed as e:
         print(f"tlsnic synth: {args.board}: {e.stage} failed: {e.error}", file=sys.stderr)

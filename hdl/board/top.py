@@ -97,6 +97,19 @@ class BoardSpec:
     #: Resources the board's platform file lacks (a host UART on a header).
     extra_resources: tuple = ()
 
+    def pll_outputs(self, core_mhz=None):
+        """The clocks the PLL makes, the core's at ``core_mhz`` (default the board's)."""
+        outs = [PllOutput("sync", (core_mhz or self.core_mhz) * 1e6), PllOutput("rgmii_tx", RGMII_FREQ)]
+        if self.tx_clk_shift:
+            outs.append(PllOutput("rgmii_tx90", RGMII_FREQ, phase=90))
+        return outs
+
+    def clock_targets(self, core_mhz=None):
+        """Every clock domain's frequency in MHz, as the constraints should say."""
+        targets = {o.domain: o.freq / 1e6 for o in self.pll_outputs(core_mhz)}
+        targets.update({f"rgmii_rx{p}": RGMII_FREQ / 1e6 for p in range(self.eth_ports)})
+        return targets
+
 
 BOARDS = {
     "ecpix5-85": BoardSpec(
@@ -168,15 +181,10 @@ class BoardTop(Elaboratable):
 
     def clock_targets(self):
         """Every clock domain's frequency in MHz, as the constraints should say."""
-        targets = {o.domain: o.freq / 1e6 for o in self.pll_outputs()}
-        targets.update({f"rgmii_rx{p}": RGMII_FREQ / 1e6 for p in range(self.spec.eth_ports)})
-        return targets
+        return self.spec.clock_targets(self.core_mhz)
 
     def pll_outputs(self):
-        outs = [PllOutput("sync", self.core_mhz * 1e6), PllOutput("rgmii_tx", RGMII_FREQ)]
-        if self.spec.tx_clk_shift:
-            outs.append(PllOutput("rgmii_tx90", RGMII_FREQ, phase=90))
-        return outs
+        return self.spec.pll_outputs(self.core_mhz)
 
     def elaborate(self, platform):
         m = Module()
