@@ -66,7 +66,7 @@ def test_every_board_top_produces_its_build_plan(board_plan):
     assert "--timing-allow-fail" in script and f"--report {name}.report.json" in script
     # ... stopping after Yosys when the netlist cannot fit the device
     assert synth_board.fit_check(platform.device) in files[f"{name}.ys"]
-    assert "select -assert-max 208 t:DP16KD" in synth_board.fit_check("LFE5UM5G-85F")
+    assert "\nselect -assert-max 208 t:DP16KD\n" in synth_board.fit_check("LFE5UM5G-85F")
     device_opt = {"LFE5UM5G-85F": "--um5g-85k", "LFE5UM-45F": "--um-45k"}[platform.device]
     assert device_opt in script
     # The NIC inside is the stock one, with the board's port count.
@@ -225,7 +225,9 @@ def test_a_netlist_that_cannot_fit_stops_after_yosys_saying_what_overflows(tmp_p
     assert run.returncode != 0
     failure = synth_board._diagnose(tmp_path, "tiny")
     assert failure.stage == "yosys"
-    assert failure.utilisation == {"DP16KD": (2, 1)}
+    # Every resource counted, the one over named.
+    assert failure.utilisation["DP16KD"] == (2, 1)
+    assert failure.utilisation.keys() == {"DP16KD", "MULT18X18D", "TRELLIS_FF", "TRELLIS_COMB"}
     assert failure.error == "the netlist does not fit the device: DP16KD 2 of 1"
 
 

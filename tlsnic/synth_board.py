@@ -100,8 +100,11 @@ def fit_check(capacity):
         capacity = ECP5_CAPACITY.get(capacity.rsplit("-", 1)[-1])
     if not capacity:
         return ""
-    return "\n".join(f"log tlsnic fit check: {cell}\nselect -assert-max {capacity[cell]} {sel}"
-                     for cell, sel in _FIT_SELECTIONS.items())
+    # Every count first, so that a failure reports them all, then the asserts.
+    counts = [f"log tlsnic fit count: {cell} of {capacity[cell]}\nselect -count {sel}"
+              for cell, sel in _FIT_SELECTIONS.items()]
+    checks = [f"select -assert-max {capacity[cell]} {sel}" for cell, sel in _FIT_SELECTIONS.items()]
+    return "\n".join(counts + checks)
 
 
 def _name(board):
@@ -227,8 +230,7 @@ class BuildFailed(Exception):
 
 
 _UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
-_FIT_FAILED = re.compile(r"tlsnic fit check: (\w+)\s*\nERROR: Assertion failed: selection contains "
-                         r"(\d+) elements, more than the maximum number (\d+)")
+_FIT_COUNT = re.compile(r"^tlsnic fit count: (\w+) of (\d+)\n(\d+) objects", re.MULTILINE)
 
 
 def _diagnose(out, name):
@@ -243,11 +245,13 @@ def _diagnose(out, name):
     text = log.read_text(errors="replace") if log.exists() else ""
     error = next((ln.strip() for ln in text.splitlines() if "ERROR" in ln), "no ERROR line in the log")
     util = _utilisation(tim)
-    if stage == "yosys" and (m := _FIT_FAILED.search(text)):
-        cell, used, avail = m.group(1), int(m.group(2)), int(m.group(3))
-        util[cell] = (used, avail)
-        bound = " at least" if cell == "TRELLIS_COMB" else ""
-        error = f"the netlist does not fit the device: {cell}{bound} {used} of {avail}"
+    if stage == "yosys" and "Assertion failed" in error:
+        for cell, avail, used in _FIT_COUNT.findall(text):
+            util[cell] = (int(used), int(avail))
+        over = [f"{cell}{' at least' if cell == 'TRELLIS_COMB' else ''} {used} of {avail}"
+                for cell, (used, avail) in util.items() if used > avail]
+        if over:
+            error = "the netlist does not fit the device: " + ", ".join(over)
     return BuildFailed(stage, error, util, log)
 
 
