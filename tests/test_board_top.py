@@ -256,6 +256,14 @@ def test_router_watch_stops_a_run_that_climbs_away_from_its_minimum():
     curve = [5000, 900, 160] + [400] * 30 + [200, 20, 0]
     assert not any(watch.feed(_iteration_line(it, n)) for it, n in enumerate(curve, 1))
     assert watch.feed("Info: Max frequency for clock '$glbnet$bridge.clk': 33.91 MHz") is None
+    # One that flattens out high (ecpix5-85 at a449a28, seed 5, then level)
+    # has stalled after 40 iterations without a new minimum.
+    watch = synth_board.RouterWatch()
+    curve = [82738, 49945, 30347, 18864, 12777, 9322, 7687, 6583, 5816, 5525, 5427] + [5900] * 40
+    verdicts = [watch.feed(_iteration_line(it, n)) for it, n in enumerate(curve, 1)]
+    assert verdicts.index(next(v for v in verdicts if v)) + 1 == 51
+    assert verdicts[50] == ("router2 stalled: 5427 overused wires at its best (iteration 11), "
+                            "none fewer in 40 iterations")
 
 
 _FAKE_NEXTPNR = """\

@@ -270,16 +270,18 @@ class RouterWatch:
 
     router2 either drives its overused wires to zero or, on an unlucky
     placement, bottoms out and climbs again without end (README, "Build
-    history": 353 overused wires at iteration 23, 1,295 at 52 and rising).
-    It has run away once the count has stood for ``patience`` iterations
-    past its minimum and is now more than ``factor`` times that minimum; a
-    run that dips, hovers or climbs a little is left alone (one board routed
-    at iteration 149).
+    history": 353 overused wires at iteration 23, 1,295 at 52 and rising),
+    or flattens out high (5,427 at iteration 11, then 5,498, 5,840, 6,045;
+    an iteration there takes ~2.5 minutes). It has run away once the count
+    has stood for ``patience`` iterations past its minimum and is now more
+    than ``factor`` times that minimum, and has stalled once ``stall``
+    iterations have passed without a new minimum; a run that dips, hovers or
+    climbs a while is left alone (one board routed at iteration 149).
     """
     _ITER = re.compile(r"^Info:\s+iter=(\d+)\s.*\boverused=(\d+)")
 
-    def __init__(self, *, factor=3.0, patience=20):
-        self.factor, self.patience = factor, patience
+    def __init__(self, *, factor=3.0, patience=20, stall=40):
+        self.factor, self.patience, self.stall = factor, patience, stall
         self.best = None        # (overused, iteration)
 
     def feed(self, line):
@@ -295,6 +297,9 @@ class RouterWatch:
         if it - at >= self.patience and over > self.factor * max(best, 1):
             return (f"router2 ran away: {best} overused wires at its best (iteration {at}), "
                     f"{over} at iteration {it}")
+        if it - at >= self.stall:
+            return (f"router2 stalled: {best} overused wires at its best (iteration {at}), "
+                    f"none fewer in {it - at} iterations")
         return None
 
 
