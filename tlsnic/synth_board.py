@@ -266,7 +266,7 @@ def _utilisation(tim):
 
 
 class RouterWatch:
-    """Tells from nextpnr's log, line by line, when router2 has run away.
+    """Tells from nextpnr's log, line by line, when router2 has run away or stalled.
 
     router2 either drives its overused wires to zero or, on an unlucky
     placement, bottoms out and climbs again without end (README, "Build
@@ -285,7 +285,8 @@ class RouterWatch:
         self.best = None        # (overused, iteration)
 
     def feed(self, line):
-        """Take one log line; the verdict (a sentence) once it has run away, else None."""
+        """Take one log line; the verdict (a sentence) once it has run away or
+        stalled, else None."""
         m = self._ITER.match(line)
         if not m:
             return None
@@ -324,11 +325,11 @@ def _with_seed(args, seed):
 _POLL_S = 5.0
 
 
-def _place_and_route(cmd, out, log, watch):
+def _place_and_route(cmd, out, env, log, watch):
     """Run nextpnr, reading its log as it grows; stop it if ``watch`` says it
-    has run away. Returns ``(returncode, verdict)``."""
+    has run away or stalled. Returns ``(returncode, verdict)``."""
     log.unlink(missing_ok=True)
-    proc = subprocess.Popen(cmd, cwd=out, env=_tool_env())
+    proc = subprocess.Popen(cmd, cwd=out, env=env)
     seen, verdict = 0, None
     try:
         while proc.poll() is None and verdict is None:
@@ -377,7 +378,7 @@ def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=SEEDS, placer=P
     except subprocess.CalledProcessError:
         raise _diagnose(out, name) from None
     device = f"{platform.device}-{platform.speed}{platform.package}"
-    attempts, routed = [], None
+    attempts, routed = [], None       # routed: the figures of the last attempt that routed
 
     def keep_as(seed):          # this attempt's products, out of the next one's way
         for f in products:
@@ -386,7 +387,7 @@ def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=SEEDS, placer=P
 
     for seed in seeds:
         code, runaway = _place_and_route([env["NEXTPNR_ECP5"], *_with_seed(steps["NEXTPNR_ECP5"], seed)],
-                                         out, out / f"{name}.tim", watch())
+                                         out, env, out / f"{name}.tim", watch())
         if runaway:
             attempts.append({"seed": seed, "result": runaway})
         elif code:
@@ -397,7 +398,7 @@ def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=SEEDS, placer=P
             missed = sorted(d for d, f in res["domains"].items() if not f["met"])
             attempts.append({"seed": seed, "result": "routed, timing met" if not missed else
                              "routed, timing not met in " + ", ".join(missed)})
-            routed = seed
+            routed = res | {"seed": seed}
             if not missed:
                 break
         keep_as(seed)
@@ -407,14 +408,12 @@ def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=SEEDS, placer=P
             raise BuildFailed("nextpnr", "; ".join(f"seed {a['seed']}: {a['result']}" for a in attempts),
                               _utilisation(log), log)
         for f in products:
-            (out / f.replace(name, f"{name}.seed{routed}", 1)).replace(out / f)
+            (out / f.replace(name, f"{name}.seed{routed['seed']}", 1)).replace(out / f)
     try:
         subprocess.run([env["ECPPACK"], *steps["ECPPACK"]], cwd=out, env=env, check=True)
     except subprocess.CalledProcessError:
         raise _diagnose(out, name) from None
-    res = figures(json.loads((out / f"{name}.report.json").read_text()), board=board, device=device,
-                  elapsed=time.perf_counter() - t0, out_dir=out, command=command, targets=targets)
-    return {**res, "seed": routed, "attempts": attempts}
+    return routed | {"build_s": round(time.perf_counter() - t0, 1), "attempts": attempts}
 
 
 def print_figures(res, file=None):
