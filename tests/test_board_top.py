@@ -266,6 +266,14 @@ def test_router_watch_stops_a_run_that_climbs_away_from_its_minimum():
                             "none fewer in 40 iterations")
 
 
+_FAKE_YOSYS = """\
+import sys
+from pathlib import Path
+Path(sys.argv[-1]).with_suffix(".json").write_text("{}")
+with open("yosys.runs", "a") as f:
+    f.write("run\\n")
+"""
+
 _FAKE_NEXTPNR = """\
 import json, os, shutil, sys, time
 args = sys.argv[1:]
@@ -300,7 +308,7 @@ def fake_toolchain(tmp_path, monkeypatch):
     import sys
     tools = tmp_path / "tools"
     tools.mkdir()
-    for var, body in (("YOSYS", "pass\n"), ("NEXTPNR_ECP5", _FAKE_NEXTPNR), ("ECPPACK", _FAKE_ECPPACK)):
+    for var, body in (("YOSYS", _FAKE_YOSYS), ("NEXTPNR_ECP5", _FAKE_NEXTPNR), ("ECPPACK", _FAKE_ECPPACK)):
         exe = tools / var.lower()
         exe.write_text(f"#!{sys.executable}\n{body}")
         exe.chmod(0o755)
@@ -340,6 +348,20 @@ def test_synth_without_a_seed_meeting_timing_reports_the_last_routed_one(fake_to
     assert [a["result"][:15] for a in res["attempts"]] == ["routed, timing ", "router2 ran awa"]
     name = "tlsnic_" + DEFAULT_BOARD.replace("-", "_")
     assert (tmp_path / "build" / f"{name}.bit").read_text() == "bitstream from config for seed 2"
+
+
+def test_a_second_build_of_the_same_design_keeps_the_yosys_netlist(fake_toolchain, tmp_path):
+    """Yosys is deterministic: a sweep of more seeds in the same folder skips
+    it, and a changed design does not."""
+    fake_toolchain({2: "slow", 3: "met"})
+    runs = tmp_path / "build" / "yosys.runs"
+    _sweep(tmp_path, (2,))
+    _sweep(tmp_path, (3,))
+    assert runs.read_text().count("run") == 1
+    changed = Module()
+    changed.d.sync += Signal(name="other").eq(1)
+    synth_board.build(DEFAULT_BOARD, tmp_path / "build", seeds=(3,), design=changed)
+    assert runs.read_text().count("run") == 2
 
 
 def test_synth_fails_clearly_when_every_seed_runs_away(fake_toolchain, tmp_path):
