@@ -380,3 +380,10 @@ def test_full_build_of_the_default_board(tmp_path):
     assert (tmp_path / "build" / f"tlsnic_{DEFAULT_BOARD.replace('-', '_')}.bit").exists()
     assert res["utilisation"]["LUT4"]["used"] > 0
     assert res["timing_met"], {d: f for d, f in res["domains"].items() if not f["met"]}
+
+
+@pytest.mark.parametrize("timing_driven", [True, False])
+def test_the_plan_asks_nextpnr_for_timing_driven_placement_unless_told_not_to(timing_driven):
+    _, p, name = synth_board.plan(DEFAULT_BOARD, timing_driven=timing_driven, design=Module())
+    nextpnr = next(l for l in p.files[f"build_{name}.sh"].splitlines() if l.startswith('"$NEXTPNR_ECP5"'))
+    assert ("--no-tmdriv" in nextpnr.split()) is not timing_driven

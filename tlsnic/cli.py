@@ -8,7 +8,7 @@
     tlsnic bench rx    [--json] [--sim verilator|model] [--records N] [--seed S] [--mss N]
     tlsnic bench gcm   [--json]
     tlsnic synth --core gcm [--json]
-    tlsnic synth --board NAME|list [--json OUT] [--out DIR] [--core-mhz F] [--seed N[,N...]] [--heatmap]
+    tlsnic synth --board NAME|list [--json OUT] [--out DIR] [--core-mhz F] [--seed N[,N...]] [--placer P] [--no-tmdriv] [--heatmap]
     tlsnic replay CAPTURE [--keylog FILE] [--psk HEX] [--sim model|verilator|icarus]
                           [--direction rx|tx|both] [--json OUT] [--waves]
     tlsnic demo

@@ -113,10 +113,12 @@ def _name(board):
 
 
 def plan(board, *, core_mhz=None, nic=None, seed=SEED, placer=PLACER, router="router2",
-         heatmap=False, design=None):
+         heatmap=False, timing_driven=True, design=None):
     """The board's Amaranth build plan (elaborates the design; runs no toolchain).
 
     ``design``: what to build instead of the board's :class:`BoardTop`.
+    ``timing_driven=False`` has nextpnr place and route for wire length and
+    congestion alone (``--no-tmdriv``); timing is judged all the same.
     Returns ``(platform, plan, name)``.
     """
     from .hdl.board.top import BoardTop, make_platform
@@ -131,7 +133,8 @@ def plan(board, *, core_mhz=None, nic=None, seed=SEED, placer=PLACER, router="ro
         script_after_synth=fit_check(platform.device),
         nextpnr_opts=f"--report {name}.report.json --timing-allow-fail --seed {seed} "
                      f"--placer {placer} --router {router}"
-                     + (" --router2-heatmap heatmap" if heatmap else ""))
+                     + (" --router2-heatmap heatmap" if heatmap else "")
+                     + ("" if timing_driven else " --no-tmdriv"))
     return platform, p, name
 
 
@@ -369,7 +372,7 @@ def _place_and_route(cmd, out, env, log, watch):
 
 
 def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=SEEDS, placer=PLACER, command="",
-          heatmap=False, watch=RouterWatch, design=None):
+          heatmap=False, timing_driven=True, watch=RouterWatch, design=None):
     """Run the whole build; return :func:`figures`. Raises :class:`BuildFailed`.
 
     Yosys runs once; nextpnr runs with each of ``seeds`` in turn until one
@@ -383,7 +386,7 @@ def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=SEEDS, placer=P
     from .hdl.board.top import BOARDS
     targets = BOARDS[board].clock_targets(core_mhz)
     platform, p, name = plan(board, core_mhz=core_mhz, nic=nic, seed=seeds[0], placer=placer,
-                             heatmap=heatmap, design=design)
+                             heatmap=heatmap, timing_driven=timing_driven, design=design)
     out = Path(out_dir or _REPO / "build" / "board" / board).resolve()
     out.mkdir(parents=True, exist_ok=True)
     products = [f"{name}.tim", f"{name}.config", f"{name}.report.json"]
@@ -478,6 +481,9 @@ def main(argv):
                          f"(default {','.join(map(str, SEEDS))})")
     ap.add_argument("--placer", default=PLACER, choices=("heap", "static", "sa"),
                     help=f"nextpnr's placer (default {PLACER})")
+    ap.add_argument("--no-tmdriv", action="store_true",
+                    help="nextpnr places and routes for wire length and congestion alone "
+                         "(timing is still judged)")
     ap.add_argument("--heatmap", action="store_true",
                     help="router2 congestion heatmaps (heatmap_*.csv in the build folder, one per iteration)")
     args = ap.parse_args(argv)
@@ -495,7 +501,8 @@ def main(argv):
     command = "tlsnic synth " + " ".join(argv)
     try:
         res = build(args.board, args.out, core_mhz=args.core_mhz, seeds=args.seed,
-                    placer=args.placer, command=command, heatmap=args.heatmap)
+                    placer=args.placer, command=command, heatmap=args.heatmap,
+                    timing_driven=not args.no_tmdriv)
     except BuildFailed as e:
         print(f"tlsnic synth: {args.board}: {e.stage} failed: {e.error}", file=sys.stderr)
         for k, (used, avail) in e.utilisation.items():
