@@ -264,6 +264,17 @@ def test_router_watch_stops_a_run_that_climbs_away_from_its_minimum():
     assert verdicts.index(next(v for v in verdicts if v)) + 1 == 51
     assert verdicts[50] == ("router2 stalled: 5427 overused wires at its best (iteration 11), "
                             "none fewer in 40 iterations")
+    # The end game (ecpix5-85 at 0b9e6da, seed 2, --no-tmdriv, iterations
+    # 84-128): a handful of wires traded back and forth is not a run away,
+    # however many times its minimum; 40 iterations without fewer than 2 stall.
+    watch = synth_board.RouterWatch()
+    curve = [3, 3, 6, 3, 3, 2, 2, 4, 2, 2, 2, 2, 4, 3, 3, 3, 3, 3, 3, 4, 4, 2, 3, 2, 2, 4, 5, 6, 7,
+             8, 6, 9, 5, 7, 6, 4, 4, 3, 7, 7, 6, 5, 12, 16, 15]
+    verdicts = [watch.feed(_iteration_line(it, n)) for it, n in enumerate(curve, 84)]
+    assert not any(verdicts)
+    verdicts = [watch.feed(_iteration_line(it, 5)) for it in range(129, 150)]
+    assert verdicts.index(next(v for v in verdicts if v)) + 129 == 148
+    assert next(v for v in verdicts if v).startswith("router2 stalled: 2 overused wires at its best (iteration 108)")
 
 
 _FAKE_YOSYS = """\
@@ -288,6 +299,9 @@ with open(opt("--log"), "w") as log:
     if mode == "runaway":
         time.sleep(60)          # router2 would go on: the watch must stop it
         sys.exit(3)
+if mode == "hang":
+    open("nextpnr.pid", "w").write(str(os.getpid()))
+    time.sleep(60)
 shutil.copy(os.environ["FAKE_REPORT_" + mode], opt("--report"))
 with open(opt("--textcfg"), "w") as cfg:
     cfg.write("config for seed " + opt("--seed"))
@@ -362,6 +376,35 @@ def test_a_second_build_of_the_same_design_keeps_the_yosys_netlist(fake_toolchai
     changed.d.sync += Signal(name="other").eq(1)
     synth_board.build(DEFAULT_BOARD, tmp_path / "build", seeds=(3,), design=changed)
     assert runs.read_text().count("run") == 2
+
+
+def test_a_killed_build_stops_its_nextpnr(fake_toolchain, tmp_path):
+    """SIGTERM to ``tlsnic synth`` (a job killed, a CI timeout) ends the nextpnr
+    it was running, not only itself."""
+    import os, signal, sys
+    fake_toolchain({2: "hang"})
+    out = tmp_path / "build"
+    script = ("from amaranth.hdl import Module\n"
+              "from tlsnic import synth_board\n"
+              "synth_board.stop_tools_on_sigterm()\n"
+              f"synth_board.build({DEFAULT_BOARD!r}, {str(out)!r}, seeds=(2,), design=Module())\n")
+    build = subprocess.Popen([sys.executable, "-c", script])
+    pid_file = out / "nextpnr.pid"
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert build.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    nextpnr = int(pid_file.read_text())
+    build.send_signal(signal.SIGTERM)
+    assert build.wait(timeout=30) == 128 + signal.SIGTERM
+    for _ in range(100):            # reaped by the build; gone once it exits
+        try:
+            os.kill(nextpnr, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("nextpnr outlived the build that ran it")
 
 
 def test_synth_fails_clearly_when_every_seed_runs_away(fake_toolchain, tmp_path):

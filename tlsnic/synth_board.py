@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -278,14 +279,17 @@ class RouterWatch:
     or flattens out high (5,427 at iteration 11, then 5,498, 5,840, 6,045;
     an iteration there takes ~2.5 minutes). It has run away once the count
     has stood for ``patience`` iterations past its minimum and is now more
-    than ``factor`` times that minimum, and has stalled once ``stall``
-    iterations have passed without a new minimum; a run that dips, hovers or
-    climbs a while is left alone (one board routed at iteration 149).
+    than ``factor`` times that minimum or ``floor``, whichever is more, and
+    has stalled once ``stall`` iterations have passed without a new minimum;
+    a run that dips, hovers or climbs a while is left alone (one board routed
+    at iteration 149). The floor keeps the end game, where router2 trades a
+    handful of wires back and forth (2 to 16 over 40 iterations, a few
+    seconds each), from reading as a run away: it stalls or finishes.
     """
     _ITER = re.compile(r"^Info:\s+iter=(\d+)\s.*\boverused=(\d+)")
 
-    def __init__(self, *, factor=3.0, patience=20, stall=40):
-        self.factor, self.patience, self.stall = factor, patience, stall
+    def __init__(self, *, factor=3.0, floor=50, patience=20, stall=40):
+        self.factor, self.floor, self.patience, self.stall = factor, floor, patience, stall
         self.best = None        # (overused, iteration)
 
     def feed(self, line):
@@ -299,7 +303,7 @@ class RouterWatch:
             self.best = (over, it)
             return None
         best, at = self.best
-        if it - at >= self.patience and over > self.factor * max(best, 1):
+        if it - at >= self.patience and over > self.factor * max(best, self.floor):
             return (f"router2 ran away: {best} overused wires at its best (iteration {at}), "
                     f"{over} at iteration {it}")
         if it - at >= self.stall:
@@ -469,6 +473,15 @@ def _seed_list(text):
     return seeds
 
 
+def stop_tools_on_sigterm():
+    """Make SIGTERM unwind like Ctrl-C, so that a build that is killed stops
+    the nextpnr it runs (:func:`_place_and_route`'s ``finally``) instead of
+    leaving it routing for hours on a core nobody can see."""
+    def unwind(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, unwind)
+
+
 def main(argv):
     """``tlsnic synth --board NAME|list [--json OUT] [--out DIR]``."""
     ap = argparse.ArgumentParser(prog="tlsnic synth --board", description=__doc__.splitlines()[0])
@@ -499,6 +512,7 @@ def main(argv):
               file=sys.stderr)
         return 2
     command = "tlsnic synth " + " ".join(argv)
+    stop_tools_on_sigterm()
     try:
         res = build(args.board, args.out, core_mhz=args.core_mhz, seeds=args.seed,
                     placer=args.placer, command=command, heatmap=args.heatmap,
