@@ -256,6 +256,15 @@ def test_router_watch_stops_a_run_that_climbs_away_from_its_minimum():
     curve = [5000, 900, 160] + [400] * 30 + [200, 20, 0]
     assert not any(watch.feed(_iteration_line(it, n)) for it, n in enumerate(curve, 1))
     assert watch.feed("Info: Max frequency for clock '$glbnet$bridge.clk': 33.91 MHz") is None
+    # One that turns back from thousands (ecpix5-85 at 5488415, seed 7) has
+    # run away once it is a quarter up five iterations on.
+    watch = synth_board.RouterWatch()
+    curve = [83594, 49446, 29126, 17368, 11009, 8007, 6259, 4968, 4378, 3765, 3622, 3693, 3705,
+             4001, 4210, 4542, 4859, 5172, 5728]
+    verdicts = [watch.feed(_iteration_line(it, n)) for it, n in enumerate(curve, 1)]
+    assert verdicts.index(next(v for v in verdicts if v)) + 1 == 16
+    assert verdicts[15] == ("router2 ran away: 3622 overused wires at its best (iteration 11), "
+                            "4542 at iteration 16")
     # One that flattens out high (ecpix5-85 at a449a28, seed 5, then level)
     # has stalled after 40 iterations without a new minimum.
     watch = synth_board.RouterWatch()

@@ -285,11 +285,19 @@ class RouterWatch:
     at iteration 149). The floor keeps the end game, where router2 trades a
     handful of wires back and forth (2 to 16 over 40 iterations, a few
     seconds each), from reading as a run away: it stalls or finishes.
+
+    A run that turns back while thousands of wires are still overused has
+    never come down again (ecpix5-85 seed 4: 1,813 at iteration 17, 2,406 at
+    22; seed 7: 3,622 at 11, 5,728 at 19), and its iterations are the slow
+    ones, so from a minimum of ``high`` or more, ``high_factor`` over
+    ``high_patience`` iterations is a run away too.
     """
     _ITER = re.compile(r"^Info:\s+iter=(\d+)\s.*\boverused=(\d+)")
 
-    def __init__(self, *, factor=3.0, floor=50, patience=20, stall=40):
+    def __init__(self, *, factor=3.0, floor=50, patience=20, stall=40,
+                 high=1000, high_factor=1.25, high_patience=5):
         self.factor, self.floor, self.patience, self.stall = factor, floor, patience, stall
+        self.high, self.high_factor, self.high_patience = high, high_factor, high_patience
         self.best = None        # (overused, iteration)
 
     def feed(self, line):
@@ -303,7 +311,11 @@ class RouterWatch:
             self.best = (over, it)
             return None
         best, at = self.best
-        if it - at >= self.patience and over > self.factor * max(best, self.floor):
+        if best >= self.high:
+            climbed = it - at >= self.high_patience and over >= self.high_factor * best
+        else:
+            climbed = it - at >= self.patience and over > self.factor * max(best, self.floor)
+        if climbed:
             return (f"router2 ran away: {best} overused wires at its best (iteration {at}), "
                     f"{over} at iteration {it}")
         if it - at >= self.stall:
