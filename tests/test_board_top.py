@@ -364,6 +364,14 @@ def test_synth_tries_seeds_until_one_routes_with_timing_met(fake_toolchain, tmp_
     assert (out / f"{name}.seed2.tim").exists() and (out / f"{name}.seed3.report.json").exists()
 
 
+def test_a_board_is_built_with_its_own_seeds_unless_told(fake_toolchain, tmp_path):
+    first, second = BOARDS[DEFAULT_BOARD].seeds[:2]
+    fake_toolchain({first: "runaway", second: "met", 99: "met"})
+    res = synth_board.build(DEFAULT_BOARD, tmp_path / "build", design=Module())
+    assert [a["seed"] for a in res["attempts"]] == [first, second] and res["seed"] == second
+    assert _sweep(tmp_path, (99,))["seed"] == 99
+
+
 def test_synth_without_a_seed_meeting_timing_reports_the_last_routed_one(fake_toolchain, tmp_path):
     fake_toolchain({2: "slow", 3: "runaway"})
     res = _sweep(tmp_path, (2, 3))

@@ -47,21 +47,11 @@ BOARDS = None   # filled lazily: importing the gateware costs a second
 #: wires and stays ~13 % below HeAP's, and placement takes 17 min, not 26.
 PLACER = "static"
 
-#: nextpnr's seed for the boards. At 73 % of the ECP5-85's logic cells
-#: router2 either converges or runs away, and the seed decides which: on the
-#: 3d1422f netlist seed 2 routed (0 overused wires at iteration 92, router2
-#: 9.5 min) where seed 1 stalled above 3.7 k and rose again; on 1dd7230
-#: seeds 1 and 3 bottomed out at 160 and 727 and ran away (README,
-#: "Boards"). A different netlist redraws the lottery: seed 2 also routed
-#: 14abc8c and 5edc42b (both boards), and did not converge on 4a541e2 and
-#: 93b98a7 (ecpix5-85).
+#: nextpnr's seed for a build plan made on its own (:func:`plan`); a build
+#: tries the board's own seeds in turn (``BoardSpec.seeds``, ``--seed``): a
+#: seed whose router2 run has run away (:class:`RouterWatch`) costs its
+#: placement and some 20-50 iterations, and the next seed places afresh.
 SEED = 2
-
-#: The seeds ``tlsnic synth`` tries, in order, until one routes with every
-#: domain met: a seed whose router2 run has run away (:class:`RouterWatch`)
-#: costs its placement and some 30 iterations (router2 itself would go on
-#: until stopped), and the next seed places afresh.
-SEEDS = (SEED,)
 
 
 #: What each ECP5 density offers (the device name's last field: ``85F`` of
@@ -387,19 +377,19 @@ def _place_and_route(cmd, out, env, log, watch):
     return proc.wait(), verdict
 
 
-def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=SEEDS, placer=PLACER, command="",
+def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=None, placer=PLACER, command="",
           heatmap=False, timing_driven=True, watch=RouterWatch, design=None):
     """Run the whole build; return :func:`figures`. Raises :class:`BuildFailed`.
 
-    Yosys runs once; nextpnr runs with each of ``seeds`` in turn until one
-    routes with every domain met (``watch`` makes a :class:`RouterWatch` per
-    run). Each attempt is in the figures' ``attempts``; one that does not
+    Yosys runs once; nextpnr runs with each of ``seeds`` (default the
+    board's, ``BoardSpec.seeds``) in turn until one routes with every domain
+    met (``watch`` makes a :class:`RouterWatch` per run). Each attempt is in the figures' ``attempts``; one that does not
     end the build leaves its log as ``NAME.seedN.tim``. If no seed meets
     timing, the figures and bitstream are the last routed attempt's.
     """
     t0 = time.perf_counter()
-    seeds = tuple(seeds)
     from .hdl.board.top import BOARDS
+    seeds = tuple(seeds or BOARDS[board].seeds)
     targets = BOARDS[board].clock_targets(core_mhz)
     platform, p, name = plan(board, core_mhz=core_mhz, nic=nic, seed=seeds[0], placer=placer,
                              heatmap=heatmap, timing_driven=timing_driven, design=design)
@@ -501,9 +491,9 @@ def main(argv):
     ap.add_argument("--out", help="build folder (default build/board/NAME)")
     ap.add_argument("--json", nargs="?", const="-", help="write the figures as JSON to OUT ('-': stdout)")
     ap.add_argument("--core-mhz", type=float, help="core clock target (default: the board's)")
-    ap.add_argument("--seed", type=_seed_list, default=SEEDS, metavar="N[,N...]",
+    ap.add_argument("--seed", type=_seed_list, default=None, metavar="N[,N...]",
                     help="nextpnr's seeds, tried in turn until one routes with timing met "
-                         f"(default {','.join(map(str, SEEDS))})")
+                         "(default: the board's, 'list' shows them)")
     ap.add_argument("--placer", default=PLACER, choices=("heap", "static", "sa"),
                     help=f"nextpnr's placer (default {PLACER})")
     ap.add_argument("--no-tmdriv", action="store_true",
@@ -517,7 +507,8 @@ def main(argv):
         from .hdl.board.top import DEFAULT_BOARD
         for name, spec in boards.items():
             mark = " (default)" if name == DEFAULT_BOARD else ""
-            print(f"{name:12} {spec.description}{mark}")
+            seeds = ",".join(map(str, spec.seeds))
+            print(f"{name:12} {spec.description}{mark}; seeds {seeds}")
         return 0
     if args.board not in boards:
         print(f"tlsnic synth: unknown board {args.board!r}; supported: {', '.join(boards)}",
