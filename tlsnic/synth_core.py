@@ -191,14 +191,16 @@ def logic_depth(netlist, top, worst=5):
 
 def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0, seed=1,
           tag="", route_timeout=None, no_route=False, reuse=False, router="router2",
-          placer="heap"):
+          placer="heap", timing_driven=True):
     """Run the build; return a dict of figures.
 
     ``route_timeout`` (seconds): stop nextpnr after that long and report the
     last Fmax it estimated (after placement, if routing had not finished).
     ``router``: nextpnr's router; ``router2`` (the default here, not nextpnr's)
     routes the GCM engine in minutes where ``router1`` had not converged
-    after 20 minutes.
+    after 20 minutes. ``timing_driven=False`` (``--no-tmdriv``): place and
+    route for wire length and congestion alone; the Fmax is then that of a
+    placement that did not look at timing, a lower bound.
     """
     import importlib
     from amaranth.back import rtlil
@@ -220,7 +222,8 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
                             "--speed", str(speed), "--json", f"{top}.json", "--out-of-context",
                             "--freq", str(freq), "--seed", str(seed), "--report", "report.json",
                             "--log", "nextpnr.log", "-q", "--placer", placer, "--router", router]
-                           + (["--no-route"] if no_route else []),
+                           + (["--no-route"] if no_route else [])
+                           + ([] if timing_driven else ["--no-tmdriv"]),
                            cwd=out)
     try:
         pnr.wait(timeout=route_timeout)
@@ -261,6 +264,7 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
         "lut4": used("TRELLIS_COMB"), "ff": used("TRELLIS_FF"), "ebr": used("DP16KD"),
         "dsp": used("MULT18X18D"), "ramw": used("TRELLIS_RAMW"),
         "fmax_mhz": fmax, "fmax_after": stage, "placer": placer, "router": router,
+        "timing_driven": timing_driven,
         "target_mhz": freq, "critical_path": crit,
         "lut_levels": [{"levels": lv, "to": to[:80], "from": fr[:80]}
                        for lv, to, fr in logic_depth(out / f"{top}.json", top)],
@@ -283,11 +287,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--reuse", action="store_true", help="reuse the folder's Yosys netlist")
     ap.add_argument("--router", default="router2", choices=("router1", "router2"))
     ap.add_argument("--placer", default="heap", choices=("heap", "static", "sa"))
+    ap.add_argument("--no-tmdriv", action="store_true",
+                    help="place and route for wire length and congestion alone (Fmax a lower bound)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     res = build(args.core, freq=args.freq, seed=args.seed, tag=args.tag,
                 route_timeout=args.route_timeout, no_route=args.no_route, reuse=args.reuse,
-                router=args.router, placer=args.placer)
+                router=args.router, placer=args.placer, timing_driven=not args.no_tmdriv)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
