@@ -231,6 +231,23 @@ def test_a_netlist_that_cannot_fit_stops_after_yosys_saying_what_overflows(tmp_p
     assert failure.error == "the netlist does not fit the device: DP16KD 2 of 1"
 
 
+def test_placement_watch_drops_a_seed_whose_placement_left_a_domain_far_too_slow():
+    """logicbone-85 at d5a9bdd, seed 2: ``rgmii_rx0`` placed at 85.57 MHz."""
+    placed = [
+        "Info: Max frequency for clock                  '$glbnet$pll.rgmii_tx90_clk': 956.94 MHz (PASS at 125.00 MHz)",
+        "Info: Max frequency for clock          '$glbnet$mac0.ps_tx_ok.rgmii_tx_clk': 110.00 MHz (FAIL at 125.00 MHz)",
+        "Info: Max frequency for clock '$glbnet$mac0.ps_rx_fcs_errors.rgmii_rx0_clk': 85.57 MHz (FAIL at 125.00 MHz)",
+    ]
+    watch = synth_board.PlacementWatch()
+    assert watch.feed(placed[0]) is None and watch.feed(placed[1]) is None     # 88 %: routing may save it
+    assert watch.feed(placed[2]) == ("placement left rgmii_rx0 at 85.57 MHz against 125, "
+                                     "below 80%: not routed")
+    # After routing has begun, the figures are the router's business.
+    watch = synth_board.PlacementWatch()
+    assert watch.feed("Info: Routing globals...") is None
+    assert watch.feed(placed[2]) is None
+
+
 # router2's overused wires per iteration, ecpix5-85 at a449a28, seed 3: down to
 # 353 at iteration 23, then up without end (stopped at 52).
 _SEED3_OVERUSED = [84460, 49441, 28558, 16532, 10382, 7056, 4761, 3629, 2718, 2048, 1572, 1254,
@@ -299,6 +316,11 @@ import json, os, shutil, sys, time
 args = sys.argv[1:]
 opt = lambda k: args[args.index(k) + 1]
 mode = dict(kv.split(":") for kv in os.environ["FAKE_SEEDS"].split(","))[opt("--seed")]
+if mode == "misplaced":         # a domain far too slow after placement: the watch must stop it
+    with open(opt("--log"), "w") as log:
+        log.write("Info: Max frequency for clock '$glbnet$bridge.clk': 12.00 MHz (FAIL at 25.00 MHz)\\n")
+    time.sleep(60)
+    sys.exit(3)
 with open(opt("--log"), "w") as log:
     log.write("Info: Device utilisation:\\nInfo: \\t        TRELLIS_COMB:   61234/  83640    73%\\n")
     curve = [1000, 400, 100, 50] + ([60 * i for i in range(2, 30)] if mode == "runaway" else [20, 0])
@@ -370,6 +392,15 @@ def test_a_board_is_built_with_its_own_seeds_unless_told(fake_toolchain, tmp_pat
     res = synth_board.build(DEFAULT_BOARD, tmp_path / "build", design=Module())
     assert [a["seed"] for a in res["attempts"]] == [first, second] and res["seed"] == second
     assert _sweep(tmp_path, (99,))["seed"] == 99
+
+
+def test_a_seed_whose_placement_misses_a_domain_far_is_not_routed(fake_toolchain, tmp_path):
+    fake_toolchain({2: "misplaced", 3: "met"})
+    t0 = time.monotonic()
+    res = _sweep(tmp_path, (2, 3))
+    assert time.monotonic() - t0 < 30
+    assert res["seed"] == 3 and res["attempts"][0] == {
+        "seed": 2, "result": "placement left sync at 12.00 MHz against 25, below 80%: not routed"}
 
 
 def test_synth_without_a_seed_meeting_timing_reports_the_last_routed_one(fake_toolchain, tmp_path):

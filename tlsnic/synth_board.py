@@ -27,8 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["BOARDS", "BuildFailed", "ECP5_CAPACITY", "RouterWatch", "fit_check", "plan", "build",
-           "domain_of", "main"]
+__all__ = ["BOARDS", "BuildFailed", "ECP5_CAPACITY", "PlacementWatch", "RouterWatch", "fit_check", "plan",
+           "build", "domain_of", "main"]
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -314,6 +314,37 @@ class RouterWatch:
         return None
 
 
+class PlacementWatch:
+    """Tells from nextpnr's log when a placement has left a clock domain too
+    slow for routing to rescue, so the seed is dropped before router2 spends
+    15-30 minutes on it.
+
+    nextpnr estimates each domain's Fmax after placement. Routed figures have
+    come out on either side of that estimate (ecpix5-85 at 93b98a7: seed 9
+    placed ``rgmii_rx0`` at 129.1 MHz and routed it at 133.7, ``rgmii_tx``
+    186.1 and 158.2; seed 8 placed ``rgmii_tx`` at 177.1 and routed it at
+    116.6), but never far above it: a domain placed below ``floor`` of its
+    constraint (logicbone-85 seed 2: ``rgmii_rx0`` 85.6 MHz against 125)
+    is a lost seed.
+    """
+    _FMAX = re.compile(r"^Info: Max frequency for clock\s+'([^']+)': ([\d.]+) MHz \(FAIL at ([\d.]+) MHz\)")
+
+    def __init__(self, *, floor=0.8):
+        self.floor = floor
+        self.routing = False
+
+    def feed(self, line):
+        """Take one log line; the verdict (a sentence) once the placement has
+        missed a domain by more than the floor allows, else None."""
+        if "Routing globals" in line or "Running router2" in line or line.startswith("Info: Routing.."):
+            self.routing = True
+        m = None if self.routing else self._FMAX.match(line)
+        if m and float(m.group(2)) < self.floor * float(m.group(3)):
+            return (f"placement left {domain_of(m.group(1))} at {m.group(2)} MHz against "
+                    f"{float(m.group(3)):g}, below {self.floor:.0%}: not routed")
+        return None
+
+
 def _script_steps(out, name):
     """The tool commands of Amaranth's build script, ``{"YOSYS": [args], ...}``:
     run one by one, so that nextpnr can be watched, stopped and re-run with
@@ -353,9 +384,10 @@ def _synthesis_key(out, name, env, args):
 _POLL_S = 5.0
 
 
-def _place_and_route(cmd, out, env, log, watch):
-    """Run nextpnr, reading its log as it grows; stop it if ``watch`` says it
-    has run away or stalled. Returns ``(returncode, verdict)``."""
+def _place_and_route(cmd, out, env, log, watches):
+    """Run nextpnr, reading its log as it grows; stop it once one of
+    ``watches`` gives a verdict (a lost placement, a router2 run that has run
+    away or stalled). Returns ``(returncode, verdict)``."""
     log.unlink(missing_ok=True)
     proc = subprocess.Popen(cmd, cwd=out, env=env)
     seen, verdict = 0, None
@@ -370,7 +402,8 @@ def _place_and_route(cmd, out, env, log, watch):
             whole = chunk[:chunk.rfind(b"\n") + 1]     # a line still being written waits
             seen += len(whole)
             for line in whole.decode(errors="replace").splitlines():
-                verdict = verdict or watch.feed(line)
+                for watch in watches:
+                    verdict = verdict or watch.feed(line)
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -378,14 +411,16 @@ def _place_and_route(cmd, out, env, log, watch):
 
 
 def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=None, placer=PLACER, command="",
-          heatmap=False, timing_driven=True, watch=RouterWatch, design=None):
+          heatmap=False, timing_driven=True, watches=(PlacementWatch, RouterWatch), design=None):
     """Run the whole build; return :func:`figures`. Raises :class:`BuildFailed`.
 
     Yosys runs once; nextpnr runs with each of ``seeds`` (default the
     board's, ``BoardSpec.seeds``) in turn until one routes with every domain
-    met (``watch`` makes a :class:`RouterWatch` per run). Each attempt is in the figures' ``attempts``; one that does not
-    end the build leaves its log as ``NAME.seedN.tim``. If no seed meets
-    timing, the figures and bitstream are the last routed attempt's.
+    met (``watches`` are made afresh for each run: a :class:`PlacementWatch`
+    and a :class:`RouterWatch` stop it early). Each attempt is in the
+    figures' ``attempts``; one that does not end the build leaves its log as
+    ``NAME.seedN.tim``. If no seed meets timing, the figures and bitstream
+    are the last routed attempt's.
     """
     t0 = time.perf_counter()
     from .hdl.board.top import BOARDS
@@ -421,10 +456,10 @@ def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=None, placer=PL
                 (out / f).replace(out / f.replace(name, f"{name}.seed{seed}", 1))
 
     for seed in seeds:
-        code, runaway = _place_and_route([env["NEXTPNR_ECP5"], *_with_seed(steps["NEXTPNR_ECP5"], seed)],
-                                         out, env, out / f"{name}.tim", watch())
-        if runaway:
-            attempts.append({"seed": seed, "result": runaway})
+        code, verdict = _place_and_route([env["NEXTPNR_ECP5"], *_with_seed(steps["NEXTPNR_ECP5"], seed)],
+                                         out, env, out / f"{name}.tim", [w() for w in watches])
+        if verdict:
+            attempts.append({"seed": seed, "result": verdict})
         elif code:
             raise _diagnose(out, name)      # not the seed's doing: the design cannot be placed
         else:
