@@ -228,8 +228,11 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
     try:
         pnr.wait(timeout=route_timeout)
     except subprocess.TimeoutExpired:
-        pnr.kill()
-        pnr.wait()
+        pass
+    finally:                # the timeout, or the build stopped (SIGTERM, Ctrl-C)
+        if pnr.poll() is None:
+            pnr.kill()
+            pnr.wait()
     t2 = time.perf_counter()
     if pnr.returncode == 0 and (out / "report.json").exists():
         rep = json.loads((out / "report.json").read_text())
@@ -291,6 +294,8 @@ def main(argv: list[str]) -> int:
                     help="place and route for wire length and congestion alone (Fmax a lower bound)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    from .synth_board import stop_tools_on_sigterm
+    stop_tools_on_sigterm()
     res = build(args.core, freq=args.freq, seed=args.seed, tag=args.tag,
                 route_timeout=args.route_timeout, no_route=args.no_route, reuse=args.reuse,
                 router=args.router, placer=args.placer, timing_driven=not args.no_tmdriv)
