@@ -274,7 +274,11 @@ class RouterWatch:
     a run that dips, hovers or climbs a while is left alone (one board routed
     at iteration 149). The floor keeps the end game, where router2 trades a
     handful of wires back and forth (2 to 16 over 40 iterations, a few
-    seconds each), from reading as a run away: it stalls or finishes.
+    seconds each), from reading as a run away: it stalls or finishes, and
+    as its iterations cost seconds it gets ``endgame_stall`` iterations
+    without a new minimum, not ``stall`` (logicbone-85 seed 4: 2 overused
+    wires at iteration 101, 115 and then 2-35 to 155, three seconds an
+    iteration; one board routed at iteration 149).
 
     A run that turns back while thousands of wires are still overused has
     never come down again (ecpix5-85 seed 4: 1,813 at iteration 17, 2,406 at
@@ -284,9 +288,10 @@ class RouterWatch:
     """
     _ITER = re.compile(r"^Info:\s+iter=(\d+)\s.*\boverused=(\d+)")
 
-    def __init__(self, *, factor=3.0, floor=50, patience=20, stall=40,
+    def __init__(self, *, factor=3.0, floor=50, patience=20, stall=40, endgame_stall=150,
                  high=1000, high_factor=1.25, high_patience=5):
         self.factor, self.floor, self.patience, self.stall = factor, floor, patience, stall
+        self.endgame_stall = endgame_stall
         self.high, self.high_factor, self.high_patience = high, high_factor, high_patience
         self.best = None        # (overused, iteration)
 
@@ -308,7 +313,7 @@ class RouterWatch:
         if climbed:
             return (f"router2 ran away: {best} overused wires at its best (iteration {at}), "
                     f"{over} at iteration {it}")
-        if it - at >= self.stall:
+        if it - at >= (self.endgame_stall if best < self.floor else self.stall):
             return (f"router2 stalled: {best} overused wires at its best (iteration {at}), "
                     f"none fewer in {it - at} iterations")
         return None
