@@ -47,12 +47,6 @@ BOARDS = None   # filled lazily: importing the gateware costs a second
 #: wires and stays ~13 % below HeAP's, and placement takes 17 min, not 26.
 PLACER = "static"
 
-#: nextpnr's seed for a build plan made on its own (:func:`plan`); a build
-#: tries the board's own seeds in turn (``BoardSpec.seeds``, ``--seed``): a
-#: seed whose router2 run has run away (:class:`RouterWatch`) costs its
-#: placement and some 20-50 iterations, and the next seed places afresh.
-SEED = 2
-
 
 #: What each ECP5 density offers (the device name's last field: ``85F`` of
 #: ``LFE5UM5G-85F``), as nextpnr-ecp5 counts it in its utilisation report:
@@ -103,17 +97,19 @@ def _name(board):
     return "tlsnic_" + board.replace("-", "_")
 
 
-def plan(board, *, core_mhz=None, nic=None, seed=SEED, placer=PLACER, router="router2",
+def plan(board, *, core_mhz=None, nic=None, seed=None, placer=PLACER, router="router2",
          heatmap=False, timing_driven=True, design=None):
     """The board's Amaranth build plan (elaborates the design; runs no toolchain).
 
     ``design``: what to build instead of the board's :class:`BoardTop`.
+    ``seed``: nextpnr's, default the board's first (``BoardSpec.seeds``).
     ``timing_driven=False`` has nextpnr place and route for wire length and
     congestion alone (``--no-tmdriv``); timing is judged all the same.
     Returns ``(platform, plan, name)``.
     """
-    from .hdl.board.top import BoardTop, make_platform
+    from .hdl.board.top import BOARDS, BoardTop, make_platform
     from .synth_core import KEEP_REPLICAS
+    seed = BOARDS[board].seeds[0] if seed is None else seed
     platform = make_platform(board)
     top = design if design is not None else BoardTop(board, core_mhz=core_mhz, nic=nic)
     name = _name(board)
@@ -266,25 +262,22 @@ class RouterWatch:
     router2 either drives its overused wires to zero or, on an unlucky
     placement, bottoms out and climbs again without end (README, "Build
     history": 353 overused wires at iteration 23, 1,295 at 52 and rising),
-    or flattens out high (5,427 at iteration 11, then 5,498, 5,840, 6,045;
-    an iteration there takes ~2.5 minutes). It has run away once the count
-    has stood for ``patience`` iterations past its minimum and is now more
-    than ``factor`` times that minimum or ``floor``, whichever is more, and
-    has stalled once ``stall`` iterations have passed without a new minimum;
-    a run that dips, hovers or climbs a while is left alone (one board routed
-    at iteration 149). The floor keeps the end game, where router2 trades a
-    handful of wires back and forth (2 to 16 over 40 iterations, a few
-    seconds each), from reading as a run away: it stalls or finishes, and
-    as its iterations cost seconds it gets ``endgame_stall`` iterations
-    without a new minimum, not ``stall`` (logicbone-85 seed 4: 2 overused
-    wires at iteration 101, 115 and then 2-35 to 155, three seconds an
-    iteration; one board routed at iteration 149).
+    or flattens out (5,427 at iteration 11, then 5,498, 5,840, 6,045). The
+    rules go by the fewest overused wires so far, ``best``:
 
-    A run that turns back while thousands of wires are still overused has
-    never come down again (ecpix5-85 seed 4: 1,813 at iteration 17, 2,406 at
-    22; seed 7: 3,622 at 11, 5,728 at 19), and its iterations are the slow
-    ones, so from a minimum of ``high`` or more, ``high_factor`` over
-    ``high_patience`` iterations is a run away too.
+    - ``best`` of ``high`` or more: a run that turns back while thousands
+      are overused has never come down again (ecpix5-85 seed 4: 1,813 at
+      iteration 17, 2,406 at 22; seed 7: 3,622 at 11, 5,728 at 19), and
+      these iterations take minutes, so ``high_factor`` times ``best``,
+      ``high_patience`` iterations after it, has run away;
+    - otherwise, more than ``factor`` times ``best`` (or ``floor``, whichever
+      is more) ``patience`` iterations after it has run away: a run that
+      dips, hovers or climbs a while is left alone;
+    - ``stall`` iterations without a new minimum have stalled, or
+      ``endgame_stall`` once ``best`` is below ``floor``: there router2
+      trades a handful of wires back and forth in iterations of seconds
+      (logicbone-85 seed 4: 2 at iterations 101 and 115, then 2-35 to 155)
+      and may still finish (one board routed at iteration 149).
     """
     _ITER = re.compile(r"^Info:\s+iter=(\d+)\s.*\boverused=(\d+)")
 

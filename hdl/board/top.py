@@ -100,8 +100,8 @@ class BoardSpec:
     #: (``tlsnic synth``). At 73 % of an ECP5-85's logic cells router2
     #: either converges or runs away, and the placement seed decides which,
     #: per netlist: a board's first seed is the one that routed its current
-    #: netlist, the rest are the ones that routed earlier netlists (README,
-    #: "Boards").
+    #: netlist (or came closest), the rest are ones that routed earlier
+    #: netlists (README, "Boards").
     seeds: tuple = (2,)
 
     def pll_outputs(self, core_mhz=None):
