@@ -108,7 +108,7 @@ def _cmd_synth(args):
     if args.core:
         from . import synth_core
         return synth_core.main(["--core", args.core] + args.extra + (["--json"] if args.json else []))
-    print("tlsnic synth: give --board NAME (--board list shows them) or --core gcm|aes|ghash",
+    print("tlsnic synth: give --board NAME (--board list shows them) or --core NAME (see --help)",
           file=sys.stderr)
     return 2
 
@@ -157,7 +157,9 @@ def main(argv=None):
     p.set_defaults(func=_cmd_bench, passthrough=True)
 
     p = sub.add_parser("synth", help="synthesise with YoWASP (yosys + nextpnr-ecp5)")
-    p.add_argument("--core", choices=("gcm", "aes", "ghash"), help="one core, out of context")
+    from .synth_core import CORES
+    p.add_argument("--core", choices=sorted(CORES),
+                   help="one core alone, its ports between registers (tlsnic.hdl.harness)")
     p.add_argument("--board", help="a whole board build; 'list' shows the boards")
     p.add_argument("--json", nargs="?", const="-",
                    help="figures as JSON: to stdout, or (with --board) to the file OUT")
