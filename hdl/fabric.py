@@ -12,7 +12,17 @@ Without an ECP5 (simulation, ``platform`` None) the signal is used as it is.
 
 from amaranth import *
 
-__all__ = ["has_global_lines", "global_line"]
+__all__ = ["Ecp5Fabric", "has_global_lines", "global_line"]
+
+
+class Ecp5Fabric:
+    """The platform a core built alone for an ECP5 elaborates for.
+
+    ``tlsnic synth --core`` builds one core without a board; this says which
+    fabric it is on, which is all that :func:`global_line` asks of a platform.
+    """
+
+    family = "ecp5"
 
 
 def has_global_lines(platform):

@@ -39,7 +39,7 @@ CORES = {
 
 
 #: Yosys commands, after reading the design: flip-flops whose signal has
-#: ``keep`` (the GCM engine's replicated stage enables) get it on the cell
+#: ``keep`` (the GCM engine's replicated AES stage enables) get it on the cell
 #: too; Yosys merges identical cells unless both are kept, and the merged
 #: enable reached every flip-flop of the engine (14 k on the board).
 KEEP_REPLICAS = "proc; setattr -set keep 1 a:keep %ci1:+[Q] t:$dff %i"
@@ -197,7 +197,7 @@ def logic_depth(netlist, top, worst=5):
 
 def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0, seed=1,
           tag="", route_timeout=None, no_route=False, reuse=False, router="router2",
-          placer="heap", timing_driven=True):
+          placer="heap", timing_driven=True, heatmap=False):
     """Run the build; return a dict of figures.
 
     ``route_timeout`` (seconds): stop nextpnr after that long and report the
@@ -206,11 +206,14 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
     routes the GCM engine in minutes where ``router1`` had not converged
     after 20 minutes. ``timing_driven=False`` (``--no-tmdriv``): place and
     route for wire length and congestion alone; the Fmax is then that of a
-    placement that did not look at timing, a lower bound.
+    placement that did not look at timing, a lower bound. ``heatmap``:
+    router2 writes its congestion per net and per tile every iteration
+    (``heatmap_*.csv`` in the build folder).
     """
     import importlib
     from amaranth.back import rtlil
     modname, cls, top, *params = CORES[core]
+    from .hdl.fabric import Ecp5Fabric
     from .hdl.harness import PortHarness
     comp = getattr(importlib.import_module(modname), cls)(**(params[0] if params else {}))
     harness = PortHarness(comp)
@@ -218,7 +221,10 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if not (reuse and (out / f"{top}.json").exists()):
-        (out / f"{top}.il").write_text(rtlil.convert(harness, name=top))
+        # Elaborated for the ECP5's fabric, as on a board: the GCM engine then
+        # puts its stall on a global line (tlsnic.hdl.fabric) instead of
+        # fanning out register copies to ~29 k clock enables.
+        (out / f"{top}.il").write_text(rtlil.convert(harness, name=top, platform=Ecp5Fabric()))
         # Relative paths only: YoWASP's WebAssembly sandbox sees the working folder.
         ys = (f"read_rtlil {top}.il; {KEEP_REPLICAS}; "
               f"synth_ecp5 -top {top} -abc9 -json {top}.json; tee -o {top}.stat stat")
@@ -231,7 +237,8 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
                             "--freq", str(freq), "--seed", str(seed), "--report", "report.json",
                             "--log", "nextpnr.log", "-q", "--placer", placer, "--router", router]
                            + (["--no-route"] if no_route else [])
-                           + ([] if timing_driven else ["--no-tmdriv"]),
+                           + ([] if timing_driven else ["--no-tmdriv"])
+                           + (["--router2-heatmap", "heatmap"] if heatmap else []),
                            cwd=out)
     try:
         pnr.wait(timeout=route_timeout)
@@ -301,13 +308,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--placer", default="heap", choices=("heap", "static", "sa"))
     ap.add_argument("--no-tmdriv", action="store_true",
                     help="place and route for wire length and congestion alone (Fmax a lower bound)")
+    ap.add_argument("--heatmap", action="store_true",
+                    help="router2 congestion heatmaps (heatmap_*.csv in the build folder, one per iteration)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from .synth_board import stop_tools_on_sigterm
     stop_tools_on_sigterm()
     res = build(args.core, freq=args.freq, seed=args.seed, tag=args.tag,
                 route_timeout=args.route_timeout, no_route=args.no_route, reuse=args.reuse,
-                router=args.router, placer=args.placer, timing_driven=not args.no_tmdriv)
+                router=args.router, placer=args.placer, timing_driven=not args.no_tmdriv,
+                heatmap=args.heatmap)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
