@@ -20,8 +20,9 @@ sit between registers, as they would inside a NIC.
 - The core's reset is a chain bit too, so it is a registered net like a
   board's synchronised reset, not a pin.
 
-The harness costs ``inputs + 1`` flip-flops and ``outputs`` flip-flops and
-LUTs (:attr:`PortHarness.overhead`); the paths it adds are one LUT deep.
+The harness costs ``inputs + 1`` flip-flops, ``outputs`` flip-flops and at
+most ``outputs`` LUTs (:attr:`PortHarness.overhead`; Yosys may merge an
+XOR into the LUT before it); the paths it adds are one LUT deep.
 """
 
 from amaranth import *
@@ -44,7 +45,7 @@ class PortHarness(wiring.Component):
     inputs, outputs : int
         Bits of the core's ports, by flow.
     overhead : dict
-        The flip-flops and LUTs the harness adds, for subtracting.
+        The flip-flops the harness adds and the most LUTs it can add.
     """
 
     clk: In(1)

@@ -27,18 +27,17 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["BOARDS", "BuildFailed", "ECP5_CAPACITY", "PlacementWatch", "RouterWatch", "fit_check", "plan",
+__all__ = ["BuildFailed", "ECP5_CAPACITY", "PlacementWatch", "RouterWatch", "fit_check", "plan",
            "build", "domain_of", "main"]
 
 _REPO = Path(__file__).resolve().parent.parent
 
 
 def _boards():
+    # Imported when asked for: importing the gateware costs a second.
     from .hdl.board.top import BOARDS
     return BOARDS
 
-
-BOARDS = None   # filled lazily: importing the gateware costs a second
 
 #: nextpnr's placer for the boards: the electrostatic one. On the default
 #: board's netlist (README, "Boards") it legalises at 576 k wirelength and
@@ -107,9 +106,9 @@ def plan(board, *, core_mhz=None, nic=None, seed=None, placer=PLACER, router="ro
     congestion alone (``--no-tmdriv``); timing is judged all the same.
     Returns ``(platform, plan, name)``.
     """
-    from .hdl.board.top import BOARDS, BoardTop, make_platform
+    from .hdl.board.top import BoardTop, make_platform
     from .synth_core import KEEP_REPLICAS
-    seed = BOARDS[board].seeds[0] if seed is None else seed
+    seed = _boards()[board].seeds[0] if seed is None else seed
     platform = make_platform(board)
     top = design if design is not None else BoardTop(board, core_mhz=core_mhz, nic=nic)
     name = _name(board)
@@ -421,9 +420,9 @@ def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=None, placer=PL
     are the last routed attempt's.
     """
     t0 = time.perf_counter()
-    from .hdl.board.top import BOARDS
-    seeds = tuple(seeds or BOARDS[board].seeds)
-    targets = BOARDS[board].clock_targets(core_mhz)
+    spec = _boards()[board]
+    seeds = tuple(seeds or spec.seeds)
+    targets = spec.clock_targets(core_mhz)
     platform, p, name = plan(board, core_mhz=core_mhz, nic=nic, seed=seeds[0], placer=placer,
                              heatmap=heatmap, timing_driven=timing_driven, design=design)
     out = Path(out_dir or _REPO / "build" / "board" / board).resolve()

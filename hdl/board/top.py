@@ -137,7 +137,7 @@ BOARDS = {
         "amaranth_boards.logicbone:Logicbone85FPlatform",
         "Logicbone 85F, LFE5UM5G-85F, 1x GbE (RGMII), UART on the P9 cape header",
         # The 93b98a7 netlist has not routed yet: seed 4 came closest (2
-        # overused wires), then 3 (35); seed 2 routed 5edc42b.
+        # overused wires), then 3 (12); seed 2 routed 5edc42b.
         clk="refclk", rst="button", seeds=(4, 3, 2),
         extra_resources=(UARTResource(0, tx="24", rx="26", conn=("P9", 0),
                                       attrs=Attrs(IO_TYPE="LVCMOS33")),)),
