@@ -53,7 +53,7 @@ class Nic(wiring.Component):
     shared_gcm : bool
         With a receive engine: one AES-GCM engine for both directions
         (:class:`~.crypto.share.GcmShare`), the board configuration (one
-        full-rate engine is 140 EBR). Same behaviour, less crypto throughput.
+        full-rate engine is 114 EBR). Same behaviour, less crypto throughput.
     gcm_aes_cores : int
         The AES of the GCM engine(s): 0 the unrolled pipeline (a block per
         clock), n iterative cores (a block every ``ceil(15 / n)`` clocks, the

@@ -25,49 +25,67 @@ def _run(dut, bench):
     sim.run()
 
 
-def test_aes_pipeline_mixed_keys():
-    """Back-to-back blocks of AES-128 and AES-256 with different keys, with stalls."""
+def test_aes_pipeline_key_waves():
+    """Runs of blocks under changing AES-128 and AES-256 keys, each run as close
+    behind the last as the pipeline lets it (a key load as soon as ``key_busy``
+    falls, blocks as soon as ``key_ready`` rises), with random stalls: every
+    block encrypted under its own run's key, LATENCY enabled edges after it
+    entered. Runs as short as 0-2 blocks put several waves in flight at once."""
     rng = random.Random(1)
-    jobs = []
-    for i in range(12):
-        a256 = i % 3 != 0
+    runs = []
+    for i in range(14):
+        a256 = rng.random() < 0.6
         key = rng.randbytes(32 if a256 else 16)
-        pt = rng.randbytes(16)
-        jobs.append((a256, key, pt, aes_encrypt_ref(key, pt), i))
-    dut = AesPipeline(side_width=8)
-    got = []
-
-    entered = {}        # tag -> the enabled edge that took it into the pipeline
+        n = rng.choice((0, 1, 2, 3, 40)) if i % 2 else rng.randrange(4, 30)
+        runs.append((a256, key, [rng.randbytes(16) for _ in range(n)]))
+    jobs = [(key, pt, aes_encrypt_ref(key, pt)) for _, key, pts in runs for pt in pts]
+    dut = AesPipeline(side_width=12, en_width=3)
+    got, entered = [], {}
 
     async def bench(ctx):
-        pending = list(jobs)
-        cycle = edges = 0
+        todo = [(a256, key, list(pts)) for a256, key, pts in runs]
+        loaded = False          # the head run's key has been taken
+        tag = edges = cycle = 0
         while len(got) < len(jobs):
             en = rng.random() < 0.8
-            ctx.set(dut.en, en)
-            if pending:
-                a256, key, pt, _, tag = pending[0]
-                ctx.set(dut.pt, int.from_bytes(pt, "little"))
+            ctx.set(dut.en, 0b111 if en else 0)
+            ctx.set(dut.key_load, 0)
+            ctx.set(dut.side, 0)
+            load = block = False
+            if todo and not loaded and not ctx.get(dut.key_busy):
+                a256, key, _ = todo[0]
                 ctx.set(dut.key, int.from_bytes(key.ljust(32, b"\0"), "little"))
-                ctx.set(dut.aes256, a256)
-                ctx.set(dut.side, 0x80 | tag)
-            else:
-                ctx.set(dut.side, 0)
+                ctx.set(dut.key_aes256, a256)
+                ctx.set(dut.key_load, 1)
+                load = True
+            elif todo and loaded and todo[0][2] and ctx.get(dut.key_ready):
+                ctx.set(dut.pt, int.from_bytes(todo[0][2][0], "little"))
+                ctx.set(dut.side, 0x800 | tag)
+                block = True
             await ctx.tick()
-            edges += en
-            if en and pending:
-                entered[pending.pop(0)[4]] = edges
-            side = ctx.get(dut.side_out)
-            if en and side & 0x80 and cycle >= 0:
-                got.append((side & 0x7F, ctx.get(dut.ct).to_bytes(16, "little"), edges))
+            if en:
+                edges += 1
+                if load:
+                    loaded = True
+                if block:
+                    todo[0][2].pop(0)
+                    entered[tag] = edges
+                    tag += 1
+                side = ctx.get(dut.side_out)
+                if side & 0x800:
+                    got.append((side & 0x7FF, ctx.get(dut.ct).to_bytes(16, "little"), edges))
+            if todo and loaded and not todo[0][2]:
+                todo.pop(0)
+                loaded = False
             cycle += 1
-            assert cycle < 200
+            assert cycle < 3000
 
     _run(dut, bench)
-    for tag, ct, edge in got:
-        assert ct == jobs[tag][3], f"block {tag} (aes256={jobs[tag][0]})"
+    assert [t for t, _, _ in got] == list(range(len(jobs)))
+    for t, ct, edge in got:
+        assert ct == jobs[t][2], f"block {t}"
         # Taken at one enabled edge, on ct after LATENCY - 1 more.
-        assert edge - entered[tag] == LATENCY - 1, f"block {tag}"
+        assert edge - entered[t] == LATENCY - 1, f"block {t}"
 
 
 def test_gf_mul_against_reference():

@@ -57,7 +57,7 @@ RGMII_FREQ = 125e6
 #: The NIC as the boards build it: both TLS engines, sharing one GCM engine
 #: (:mod:`tlsnic.hdl.crypto.share`) at the boards' rate: four iterative AES
 #: cores and a digit-serial GHASH, a 16-byte chunk every 4 clocks, 32 bits a
-#: clock for both Gigabit directions (a full-rate engine is 140 EBR and ~40 k
+#: clock for both Gigabit directions (a full-rate engine is 114 EBR and ~40 k
 #: LUT4 of the ECP5-85's 208 and 84 k); and few contexts. A board behind a
 #: UART serves a handful of connections. The context tables (1670 and 1539
 #: bits a tag, as a connection half and a moving half that keeps a record's

@@ -1,42 +1,68 @@
-"""Fully pipelined AES-128/AES-256 forward cipher with an on-the-fly key schedule.
+"""Fully pipelined AES-128/AES-256 forward cipher, round keys held per round.
 
-One block enters and one block leaves per clock, whatever mix of keys and key
-sizes is in flight: every block travels with its own key, and each pipeline
-stage derives the next round key from the previous ones as the block moves.
+One block enters and one block leaves per clock. Each round owns a register
+with its round key; a key schedule unit expands a new key once and writes the
+round keys down the pipeline as a *wave* that moves in step with the blocks,
+so blocks under the old key (ahead of the wave) and under the new key (behind
+it) are in flight at the same time and a key change costs two empty slots.
 
-Why the key schedule runs in the pipeline
------------------------------------------
-The NIC keeps 256+ TLS contexts per direction. Storing expanded round keys per
-context costs 176 B (AES-128) to 240 B (AES-256) each, and loading them into
-per-round registers at a context switch would either cost ~15 cycles or a
-240-byte-wide context port. Expanding on the fly costs 4 S-box lookups per round
-(56 in all, against 224 for the data path: +25 %) and 256 flip-flops per stage,
-but a context stores only its 32-byte key, a context switch costs no cycle
-here, and blocks of different connections may follow each other back to back.
+Why round keys are expanded once, not per block
+-----------------------------------------------
+The first design carried each block's 256-bit key through all 29 stages and
+derived every round key again as the block moved (4 key S-boxes and ~512 XORs
+per round, 28 EBR), so that a context switch cost nothing. Placed and routed
+as part of the full-rate GCM engine, that schedule was 38 % of router2's
+overuse (``hdl/crypto/README.md``: ``rkB*``, the previous round key, fanned
+into the four prefix-XOR words and the next round, was 24 % alone) and the
+engine never routed. A connection's key changes only at a segment boundary,
+so here a round holds its round key in 128 flip-flops whose D input is one
+write bus: nothing per block but an XOR with a local register, 28 EBR and
+~5.5 k flip-flops fewer.
+
+The schedule unit (:class:`_KeySchedule`) makes one round key per two enabled
+clocks (read the key S-boxes, then the XORs) and drives a registered bus
+``(round, key)``; round ``r``'s register takes the bus when it names ``r``.
+It advances only with the pipeline's enable, so a stall freezes the wave and
+the blocks together; the wave's ordering is exact, not a matter of margin:
+
+* the bus names round ``r`` at edge ``E0 + 2r - 2`` (AES-256, ``r >= 2``;
+  round 0 at ``E0``, 1 at ``E0 + 1``) or ``E0 + 2r`` (AES-128), where ``E0``
+  is the enabled edge that takes ``key_load``, and round ``r``'s register
+  loads it at the next enabled edge;
+* a block taken at edge ``X`` reads round ``r``'s register in the cycle
+  before edge ``X + 2r`` (round 0 before ``X``: the input XOR);
+* so a block taken at ``X <= E0 - 1`` reads every round key of the old key
+  before the wave overwrites it, and a block taken at ``X >= E0 + 2`` reads
+  every round key of the new one after the wave has written it. The edges
+  ``E0`` and ``E0 + 1`` take no block (``key_ready`` is low).
+
+A new ``key_load`` waits until the previous wave has put its last round key
+on the bus (``key_busy``: 26 enabled clocks for AES-256, 20 for AES-128), so
+two waves never cross. What a key change costs the GCM engine is in
+:mod:`.gcm`.
 
 Why the S-boxes are synchronous ROM reads
 -----------------------------------------
 An S-box is an 8-input function per output bit: in LUT4 logic that is ~128 LUTs
-and 3-4 levels of logic per S-box, ~36 k LUT4 for 280 S-boxes. A registered
+and 3-4 levels of logic per S-box, ~29 k LUT4 for 228 S-boxes. A registered
 256x8 ROM maps to one ECP5 EBR port instead, and each EBR has two ports, so one
-:class:`~amaranth.lib.memory.Memory` serves two S-boxes: 140 EBR for the whole
-cipher.
+:class:`~amaranth.lib.memory.Memory` serves two S-boxes: 112 EBR for the
+rounds, 2 for the key schedule.
 
 Why each round takes two cycles
 -------------------------------
-An EBR's clock-to-output is several times a flip-flop's, and the 140 EBRs
-sit in fixed rows across the die. With one cycle per round, one path held
-the EBR read, MixColumns and AddRoundKey and the wire to the next round's
-EBR address pins, and the pipeline placed at ~60 MHz with only 3.5 LUT
-levels in it. So each round is two register stages: the ROM read, then a
-register on the ROM's output; the EBR's clock-to-output has a cycle of its
-own, and the round logic starts from flip-flops. (Yosys maps every ROM with
+An EBR's clock-to-output is several times a flip-flop's, and the EBRs sit in
+fixed rows across the die. With one cycle per round, one path held the EBR
+read, MixColumns and AddRoundKey and the wire to the next round's EBR
+address pins, and the pipeline placed at ~60 MHz with only 3.5 LUT levels
+in it. So each round is two register stages: the ROM read, then a register
+on the ROM's output; the EBR's clock-to-output has a cycle of its own, and
+the round logic starts from flip-flops. (Yosys maps every ROM with
 ``REGMODE=NOREG`` and does not absorb the register into the EBR's own
-output register, so it is a fabric register next to the EBR.) The same
-cycle lets the key schedule's XORs of the earlier round keys be registered,
-so a round is: ROM output register -> ShiftRows (wires) -> MixColumns and
-AddRoundKey (two LUT levels) -> address of the next round's EBR. Latency
-29 instead of 15, still one block per clock.
+output register, so it is a fabric register next to the EBR.) A round is:
+ROM output register -> ShiftRows (wires) -> MixColumns and AddRoundKey (two
+LUT levels, the round key a register) -> address of the next round's EBR.
+Latency 29, one block per clock.
 
 Byte order
 ----------
@@ -50,7 +76,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SBOX", "RCON", "LATENCY", "AesPipeline", "aes_encrypt_ref"]
+__all__ = ["SBOX", "RCON", "LATENCY", "KEY_LEAD", "AesPipeline", "aes_encrypt_ref"]
 
 
 def _make_sbox():
@@ -88,6 +114,9 @@ SBOX = _make_sbox()
 RCON = [0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x1B, 0x36, 0x6C, 0xD8, 0xAB, 0x4D]
 #: Register stages: 14 rounds of two (the EBR read, its output register) plus the output register.
 LATENCY = 29
+#: Enabled edges from the one that takes ``key_load`` to the first that may
+#: take a block under the new key (the wave's lead; see the module docstring).
+KEY_LEAD = 2
 
 
 def round_constant(r, aes256):
@@ -162,14 +191,90 @@ class _SboxBank(wiring.Component):
         return m
 
 
+
+#: ``_KeySchedule.bus_round`` when the bus carries no round key.
+_NO_ROUND = 15
+
+
+class _KeySchedule(wiring.Component):
+    """Expands one key at a time onto the round-key bus, a round key per two enabled clocks.
+
+    It keeps the two latest round keys (``ka`` = rk(r-2), ``kb`` = rk(r-1)).
+    ``phase`` 0: the key ROMs read SubWord of ``kb``'s last word; ``phase`` 1:
+    round key ``r`` is the prefix XORs of its base words (rk(r-1) for AES-128,
+    rk(r-2) for AES-256) with that SubWord, rotated and with the round constant
+    where FIPS-197 says, and goes on the bus. AES-256's rk1 is the key's high
+    half and goes on the bus in the ROM read of rk2's SubWord.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "en": In(1), "load": In(1), "key": In(256), "aes256": In(1),
+            "busy": Out(1), "key_aes256": Out(1),
+            "bus_round": Out(4, init=_NO_ROUND), "bus_key": Out(128),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ka = Signal(128, reset_less=True)
+        kb = Signal(128, reset_less=True)
+        rnd = Signal(4)                 # the round key made next
+        phase = Signal()
+        a256 = self.key_aes256
+        m.submodules.sbox = sbox = _SboxBank(4)
+        m.d.comb += [sbox.addr.eq(kb[96:128]), sbox.en.eq(self.en)]
+
+        t = sbox.data
+        rcon = Signal(8)
+        with m.Switch(Cat(rnd, a256)):
+            for r in range(1, 15):
+                for big in (0, 1):
+                    if round_constant(r, big):
+                        with m.Case(r | big << 4):
+                            m.d.comb += rcon.eq(round_constant(r, big))
+        # AES-256's odd rounds take SubWord without RotWord (FIPS-197 5.2, i mod Nk = 4).
+        rotate = ~a256 | ~rnd[0]
+        T = Mux(rotate, Cat(t[8:32], t[:8]), t) ^ rcon
+        base = Mux(a256, ka, kb)
+        rk = Cat(*[T ^ _xor_words(base, j + 1) for j in range(4)])
+
+        with m.If(self.en):
+            m.d.sync += self.bus_round.eq(_NO_ROUND)
+            with m.If(self.load & ~self.busy):
+                m.d.sync += [
+                    self.bus_round.eq(0), self.bus_key.eq(self.key[:128]),
+                    ka.eq(self.key[:128]), kb.eq(Mux(self.aes256, self.key[128:], self.key[:128])),
+                    a256.eq(self.aes256), rnd.eq(1), phase.eq(0), self.busy.eq(1),
+                ]
+            with m.Elif(self.busy & ~phase):
+                m.d.sync += phase.eq(1)
+                with m.If(a256 & (rnd == 1)):
+                    m.d.sync += [self.bus_round.eq(1), self.bus_key.eq(kb), rnd.eq(2)]
+            with m.Elif(self.busy):
+                m.d.sync += [
+                    self.bus_round.eq(rnd), self.bus_key.eq(rk),
+                    ka.eq(kb), kb.eq(rk), rnd.eq(rnd + 1), phase.eq(0),
+                ]
+                with m.If(rnd == Mux(a256, 14, 10)):
+                    m.d.sync += self.busy.eq(0)
+        return m
+
+
 class AesPipeline(wiring.Component):
     """AES-128/256 encryption, 14 rounds of two register stages plus an output register.
 
     A block presented with ``en`` high appears on ``ct`` :data:`LATENCY` enabled
-    cycles later, together with the ``side`` value given with it. ``en`` is a
-    global stall: when low, nothing moves (the ROM ports hold their outputs).
-    AES-128 blocks finish at round 10 and ride an 8-register delay line so both
-    key sizes have the same latency and can be mixed freely.
+    cycles later, together with the ``side`` value given with it, encrypted
+    under the key loaded last before it. ``en`` is a global stall: when low,
+    nothing moves, the key schedule included (the ROM ports hold their
+    outputs). AES-128 blocks finish at round 10 and ride an 8-register delay
+    line so both key sizes have the same latency and can be mixed freely.
+
+    Keys: ``key_load`` with ``en`` (and ``key_busy`` low) starts the wave of
+    round keys for ``key``. The block presented in that cycle and in the next
+    :data:`KEY_LEAD` ``- 1`` enabled cycles is not encrypted under either key
+    (``key_ready`` is low in the latter: give empty slots); blocks before it
+    are under the previous key, blocks after it under the new one.
 
     Parameters
     ----------
@@ -178,10 +283,10 @@ class AesPipeline(wiring.Component):
     en_width : int
         Copies of the enable: register stage ``k`` (1..:data:`LATENCY`; round
         ``r`` is stages ``2r - 1``, its ROM read, and ``2r``, the ROM output
-        register) uses ``en[(k - 1) * en_width // LATENCY]``. All copies must
-        carry the same value; a user with ~10 k flip-flops on the enable gives
-        each stage its own register copy so no single net has to reach the
-        whole pipeline.
+        register) uses ``en[(k - 1) * en_width // LATENCY]``, the key schedule
+        ``en[0]``. All copies must carry the same value; a user with ~10 k
+        flip-flops on the enable gives each stage its own register copy so no
+        single net has to reach the whole pipeline.
 
     Members
     -------
@@ -189,24 +294,32 @@ class AesPipeline(wiring.Component):
         Advance the pipeline.
     pt : In(128)
         Plaintext block (LSB-first bytes).
-    key : In(256)
-        Key bytes, LSB-first; AES-128 uses the low 16 bytes.
-    aes256 : In(1)
-        Select AES-256 (14 rounds) instead of AES-128 (10 rounds).
     side : In(side_width)
         Payload delayed with the block.
     ct : Out(128)
         Ciphertext, registered.
     side_out : Out(side_width)
         The payload given with the block now on ``ct``.
+    key : In(256)
+        Key bytes, LSB-first; AES-128 uses the low 16 bytes.
+    key_aes256 : In(1)
+        The key is AES-256 (14 rounds), not AES-128 (10).
+    key_load : In(1)
+        Start expanding ``key`` (taken at an edge with ``en`` and not ``key_busy``).
+    key_busy : Out(1)
+        The previous key's wave is still being made: ``key_load`` waits.
+    key_ready : Out(1)
+        A block presented now is under the key loaded last.
     """
 
     def __init__(self, side_width=1, en_width=1):
         self.side_width = side_width
         self.en_width = en_width
         super().__init__({
-            "en": In(en_width), "pt": In(128), "key": In(256), "aes256": In(1),
-            "side": In(side_width), "ct": Out(128), "side_out": Out(side_width),
+            "en": In(en_width), "pt": In(128), "side": In(side_width),
+            "ct": Out(128), "side_out": Out(side_width),
+            "key": In(256), "key_aes256": In(1), "key_load": In(1),
+            "key_busy": Out(1), "key_ready": Out(1),
         })
 
     def elaborate(self, platform):
@@ -215,12 +328,24 @@ class AesPipeline(wiring.Component):
         def stage_en(k):
             return self.en[(k - 1) * self.en_width // LATENCY]
 
-        # Inputs to round 1: what its ROMs read and what its registers hold.
-        addr = self.pt ^ self.key[:128]          # AddRoundKey with rk0
-        kaddr = self.key[96:128]                 # last word of rk0: SubWord for rk1 (AES-128)
-        rkA_in, rkB_in = self.key[128:], self.key[:128]
-        a256_in, side_in = self.aes256, self.side
-        d128 = []                                # AES-128 results waiting for round 14
+        m.submodules.schedule = ks = _KeySchedule()
+        m.d.comb += [ks.en.eq(stage_en(1)), ks.load.eq(self.key_load), ks.key.eq(self.key),
+                     ks.aes256.eq(self.key_aes256), self.key_busy.eq(ks.busy)]
+        lead = Signal(range(KEY_LEAD))
+        with m.If(stage_en(1)):
+            with m.If(self.key_load & ~ks.busy):
+                m.d.sync += lead.eq(KEY_LEAD - 1)
+            with m.Elif(lead != 0):
+                m.d.sync += lead.eq(lead - 1)
+        m.d.comb += self.key_ready.eq(lead == 0)
+
+        # Round r's key, where round r uses it: the register takes the bus
+        # when the bus names r (round 0's is the input AddRoundKey's).
+        def round_key(r, k):
+            rk = Signal(128, name=f"rk{r}", reset_less=True)
+            with m.If(stage_en(k) & (ks.bus_round == r)):
+                m.d.sync += rk.eq(ks.bus_key)
+            return rk
 
         def delay(name, value, k, reset_less=True):
             reg = Signal(len(Value.cast(value)), name=name, reset_less=reset_less)
@@ -228,47 +353,23 @@ class AesPipeline(wiring.Component):
                 m.d.sync += reg.eq(value)
             return reg
 
+        # The key size of the block, as of its entry (the schedule's register
+        # changes at the edge that takes key_load, which takes no block).
+        addr = self.pt ^ round_key(0, 1)
+        a256_in, side_in = ks.key_aes256, self.side
+        d128 = []                                # AES-128 results waiting for round 14
+
         for r in range(1, 15):
             k_rd, k_hold = 2 * r - 1, 2 * r
-            # Stage k_rd: the ROM reads; the registers beside them hold rkA =
-            # rk(r-2) and rkB = rk(r-1) (at round 1: key high half, rk0).
+            # Stage k_rd: the ROMs read; stage k_hold: their outputs registered.
             data_sb = m.submodules[f"sb{r}"] = _SboxBank(16)
-            key_sb = m.submodules[f"ksb{r}"] = _SboxBank(4)
-            m.d.comb += [data_sb.addr.eq(addr), data_sb.en.eq(stage_en(k_rd)),
-                         key_sb.addr.eq(kaddr), key_sb.en.eq(stage_en(k_rd))]
-            rkA = delay(f"rkA{r}", rkA_in, k_rd)
-            rkB = delay(f"rkB{r}", rkB_in, k_rd)
+            m.d.comb += [data_sb.addr.eq(addr), data_sb.en.eq(stage_en(k_rd))]
             a256 = delay(f"a256_{r}", a256_in, k_rd)
             side = delay(f"side{r}", side_in, k_rd, reset_less=False)
-
-            # Stage k_hold: the ROM outputs registered, and the prefix XORs of
-            # the base words of the key expansion (w_j = T ^ b_0 ^ ... ^ b_j,
-            # base rk(r-1) for AES-128, rk(r-2) for AES-256), which depend on
-            # registers only and so are computed during the ROM read.
             sb_q = delay(f"sbq{r}", data_sb.data, k_hold)
-            t = delay(f"ksbq{r}", key_sb.data, k_hold)
-            base = Mux(a256, rkA, rkB)
-            pre = delay(f"rkpre{r}", Cat(*[_xor_words(base, j + 1) for j in range(4)]), k_hold)
-            rkB_h = delay(f"rkBh{r}", rkB, k_hold)
             a256_h = delay(f"a256h{r}", a256, k_hold)
             side_h = delay(f"sideh{r}", side, k_hold, reset_less=False)
-
-            # Round key r, from the prefix XORs and SubWord of rk(r-1)'s last
-            # word: one LUT4 per bit (two key ROM bits, the key size, the prefix).
-            t_rot = Cat(t[8:32], t[:8])
-            rc128, rc256 = round_constant(r, False), round_constant(r, True)
-            if r % 2 == 0:
-                T = Mux(a256_h, t_rot ^ rc256, t_rot ^ rc128)
-            else:
-                T = Mux(a256_h, t, t_rot ^ rc128)
-            w = [T ^ pre[32 * j:32 * j + 32] for j in range(4)]
-            rk = Signal(128, name=f"rk{r}")
-            if r == 1:
-                # AES-256: rk1 is the key's high half.
-                rkA_h = delay(f"rkAh{r}", rkA, k_hold)
-                m.d.comb += rk.eq(Mux(a256_h, rkA_h, Cat(*w)))
-            else:
-                m.d.comb += rk.eq(Cat(*w))
+            rk = round_key(r, k_hold)
 
             sr = _shift_rows(_bytes(sb_q, 16))
             mixed = Cat(*_mix_columns(sr)) ^ rk
@@ -289,8 +390,8 @@ class AesPipeline(wiring.Component):
                 d128.append(delay(f"d128_{r}a", d128[-1], k_hold + 1))
                 d128.append(delay(f"d128_{r}b", d128[-1], k_hold + 2))
 
-            addr, kaddr = s, rk[96:128]
-            rkA_in, rkB_in, a256_in, side_in = rkB_h, rk, a256_h, side_h
+            addr = s
+            a256_in, side_in = a256_h, side_h
 
         # Only the side payload has a reset (it tells empty slots apart): a reset
         # on every key and data register would be a net to ~10 k flip-flops.

@@ -2,18 +2,20 @@
 
 The first piece of the board-rate GCM engine (``hdl/crypto/README.md``, "Next:
 a board-rate engine"). :class:`~.aes.AesPipeline` unrolls all 14 rounds: one
-block per clock, 140 EBR. The boards need an eighth of that, so
+block per clock, 114 EBR. The boards need an eighth of that, so
 :class:`AesFolded` has ``cores`` iterative cores of one round per clock (16
 data and 4 key S-box lookups each, 10 EBR), which take blocks in turn: one
-block every ``cores`` enabled clocks, at a fixed latency, with the same
-members as the pipeline (``en`` stall, ``side`` payload), so an engine can
-swap one for the other if its front end issues blocks only when ``turn`` says.
+block every ``cores`` enabled clocks, at a fixed latency, with the
+pipeline's ``en`` stall and ``side`` payload, so an engine can swap one for
+the other if its front end issues blocks only when ``turn`` says. Unlike the
+pipeline, which holds one key's round keys, each block here carries its own
+key: a core has the time to expand it.
 
 A core's round is one clock: the S-box ROMs' registered outputs are the
 round's state register, ShiftRows is wiring, and MixColumns and AddRoundKey
 lead to the next round's ROM addresses. The round key is expanded on the fly
-as in the pipeline (its last word's SubWord read beside the data S-boxes),
-from the two previous round keys each core keeps. Every block takes 14
+(its last word's SubWord read beside the data S-boxes), from the two previous
+round keys each core keeps. Every block takes 14
 rounds; an AES-128 block is done after 10 and waits, so both key sizes have
 the same latency.
 
@@ -60,8 +62,14 @@ class AesFolded(wiring.Component):
     turn : Out(1)
         A block presented in this (enabled) clock is taken. Blocks presented
         in other clocks are ignored (and so is their ``side``).
-    pt, key, aes256, side : In
-        As :class:`~.aes.AesPipeline`'s.
+    pt : In(128)
+        Plaintext block (LSB-first bytes).
+    key : In(256)
+        The block's key, LSB-first; AES-128 uses the low 16 bytes.
+    aes256 : In(1)
+        The key is AES-256.
+    side : In(side_width)
+        Payload delayed with the block.
     ct, side_out : Out
         The block taken :data:`FOLDED_LATENCY` enabled clocks earlier, and its
         ``side``; ``side_out`` is 0 in the clocks between results.

@@ -28,10 +28,18 @@ flat struct (1088 bits); a context table keeps only its moving part
 is a fresh state (:func:`state_record`); a segment that starts mid-record
 without the record's earlier bytes is a *seek* state (:func:`state_seek`).
 
-Because the pipeline carries each block's key (on-the-fly key schedule, see
-:mod:`.aes`) and the restored GHASH state reaches the back end through a small
-FIFO in step with the chunk that loaded it, a context switch costs **no clock
-cycle**: chunks of different connections may follow each other back to back.
+What a context switch costs: the restored GHASH state reaches the back end
+through a small FIFO in step with the chunk that loaded it, so the back end
+needs nothing. The AES pipeline holds one key's round keys (see :mod:`.aes`):
+a ``load`` whose key is the last one loaded costs **one cycle** (the key
+comparison, in a register); a new key costs **three** (compare, start the
+wave of round keys, wait for its two-slot lead), and waits while the
+previous key's round keys are still being made, up to 26 cycles after that
+key's start (only segments shorter than that, of different keys back to
+back, see it). Chunks behind the new key's first may follow back to back:
+blocks of the old key are still in the pipeline ahead of them.
+With ``aes_cores`` (the boards' engine) each block carries its key and a
+switch costs nothing.
 Cycles spent per record: one extra cycle to compute ``H`` if the state asks
 for it (``hgen``), one for the keystream block under the seek point
 (``prime``), and two at the first ``TAG`` chunk (``E_K(J0)`` and the length
@@ -390,6 +398,35 @@ class GcmEngine(wiring.Component):
                         + bool(aes_cores))      # the boards' engine: its input register
         super().__init__()
 
+    @staticmethod
+    def _key_change(m, aes, i_state, need_load, adv):
+        """Whether a state being loaded may go: its key is the pipeline's.
+
+        The AES pipeline holds one key's round keys (:mod:`.aes`). A loading
+        state's key is compared with the key loaded last, in a register (the
+        comparator stays off the front end's path): one cycle per segment.
+        On a mismatch the front end loads the key once the schedule is free,
+        compares again and waits for the wave's lead: three cycles in all, more
+        if the previous key's wave is still being made (segments shorter than
+        ~26 slots of different keys back to back). The state's payload is
+        stable while it waits (stream rules), so the registered comparison is
+        the payload's."""
+        ist = i_state.payload
+        last = Signal(data.StructLayout({"key": 256, "aes256": 1}), reset_less=True)
+        last_valid = Signal()       # no key loaded since reset
+        checked = Signal()          # ``match`` is about the waiting state and ``last``
+        match = Signal()
+        load = Signal()
+        m.d.comb += load.eq(need_load & checked & ~match & ~aes.key_busy & adv)
+        m.d.sync += [
+            match.eq(last_valid & (ist.key == last.key) & (ist.aes256 == last.aes256)),
+            checked.eq(need_load & i_state.valid & ~i_state.ready & ~load),
+        ]
+        with m.If(load):
+            m.d.sync += [last.key.eq(ist.key), last.aes256.eq(ist.aes256), last_valid.eq(1)]
+        m.d.comb += [aes.key.eq(ist.key), aes.key_aes256.eq(ist.aes256), aes.key_load.eq(load)]
+        return checked & match & aes.key_ready
+
     def elaborate(self, platform):
         m = Module()
         slot_width = _Slot.as_shape().size
@@ -450,8 +487,10 @@ class GcmEngine(wiring.Component):
         with m.Else():
             m.d.comb += cur.eq(front)
         go = Signal()
-        m.d.comb += go.eq(adv["front"] & turn & i_chunk.valid
-                          & (~need_load | (i_state.valid & rfifo.w_rdy)))
+        can_load = i_state.valid & rfifo.w_rdy
+        if not self.aes_cores:      # (folded AES: each block carries its key)
+            can_load &= self._key_change(m, aes, i_state, need_load, adv["front"])
+        m.d.comb += go.eq(adv["front"] & turn & i_chunk.valid & (~need_load | can_load))
 
         # The front end mirrors the back end's byte positions (keystream, GHASH
         # packing, tag) and hands each slot the values before it: the back-end
@@ -503,7 +542,8 @@ class GcmEngine(wiring.Component):
             i_state.ready.eq(go & need_load),
             rfifo.w_en.eq(go & need_load),
             rfifo.w_data.eq(ist.as_value()),
-            aes.pt.eq(pt), aes.key.eq(cur.key), aes.aes256.eq(cur.aes256),
+            aes.pt.eq(pt),
+            *([aes.key.eq(cur.key), aes.aes256.eq(cur.aes256)] if self.aes_cores else []),
             aes.side.eq(Mux(go, slot.as_value(), 0)),
         ]
         with m.If(go):

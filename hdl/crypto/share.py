@@ -2,11 +2,12 @@
 
 Why share
 ---------
-A full-rate :class:`~.gcm.GcmEngine` is 140 EBR and ~40 k LUT4; an ECP5-85 has
+A full-rate :class:`~.gcm.GcmEngine` is 114 EBR and ~40 k LUT4; an ECP5-85 has
 208 EBR and 84 k LUT4, so a card with both TLS engines fits only if they share
 one. They can, because the engine already switches between connections at
-segment boundaries for nothing (every segment loads its own state, see
-:mod:`.gcm`): to the engine, the other direction is just another connection.
+segment boundaries (every segment loads its own state, see :mod:`.gcm`: a
+few cycles for a new key, nothing with the boards' folded AES): to the
+engine, the other direction is just another connection.
 And one engine is plenty for Gigabit Ethernet: 128 bits per clock is 16 Gb/s
 at 125 MHz, against 2 Gb/s for both directions of the wire.
 
