@@ -401,7 +401,8 @@ def test_a_seed_whose_placement_misses_a_domain_far_is_not_routed(fake_toolchain
     res = _sweep(tmp_path, (2, 3))
     assert time.monotonic() - t0 < 30
     assert res["seed"] == 3 and res["attempts"][0] == {
-        "seed": 2, "result": "placement left sync at 12.00 MHz against 25, below 80%: not routed"}
+        "seed": 2, "router": "router2",
+        "result": "placement left sync at 12.00 MHz against 25, below 80%: not routed"}
 
 
 def test_synth_without_a_seed_meeting_timing_reports_the_last_routed_one(fake_toolchain, tmp_path):
@@ -479,3 +480,14 @@ def test_the_plan_asks_nextpnr_for_timing_driven_placement_unless_told_not_to(ti
     _, p, name = synth_board.plan(DEFAULT_BOARD, timing_driven=timing_driven, design=Module())
     nextpnr = next(l for l in p.files[f"build_{name}.sh"].splitlines() if l.startswith('"$NEXTPNR_ECP5"'))
     assert ("--no-tmdriv" in nextpnr.split()) is not timing_driven
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_the_plan_routes_with_the_boards_router_unless_told(board):
+    def router(**kw):
+        _, p, name = synth_board.plan(board, design=Module(), **kw)
+        nextpnr = next(l for l in p.files[f"build_{name}.sh"].splitlines()
+                       if l.startswith('"$NEXTPNR_ECP5"')).split()
+        return nextpnr[nextpnr.index("--router") + 1]
+    assert router() == BOARDS[board].router
+    assert router(router="router1") == "router1" and router(router="router2") == "router2"

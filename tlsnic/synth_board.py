@@ -12,7 +12,10 @@ reports every domain's figure; the verdict is made here from its JSON report.
 At three quarters of an ECP5-85 whether router2 converges depends on the
 placement, so the build can try several seeds (``--seed 2,5,7``) on the one
 Yosys netlist, stopping a router2 run that has run away (:class:`RouterWatch`)
-and keeping the first that routes with every domain met.
+and keeping the first that routes with every domain met. A board whose
+placements router2 keeps running away from in its end game is routed with
+router1 (``BoardSpec.router``, or ``--router``), which took the same
+placement to the end (logicbone-85).
 """
 
 import argparse
@@ -96,12 +99,13 @@ def _name(board):
     return "tlsnic_" + board.replace("-", "_")
 
 
-def plan(board, *, core_mhz=None, nic=None, seed=None, placer=PLACER, router="router2",
+def plan(board, *, core_mhz=None, nic=None, seed=None, placer=PLACER, router=None,
          heatmap=False, timing_driven=True, design=None):
     """The board's Amaranth build plan (elaborates the design; runs no toolchain).
 
     ``design``: what to build instead of the board's :class:`BoardTop`.
-    ``seed``: nextpnr's, default the board's first (``BoardSpec.seeds``).
+    ``seed``: nextpnr's, default the board's first (``BoardSpec.seeds``);
+    ``router``: default the board's (``BoardSpec.router``).
     ``timing_driven=False`` has nextpnr place and route for wire length and
     congestion alone (``--no-tmdriv``); timing is judged all the same.
     Returns ``(platform, plan, name)``.
@@ -109,6 +113,7 @@ def plan(board, *, core_mhz=None, nic=None, seed=None, placer=PLACER, router="ro
     from .hdl.board.top import BoardTop, make_platform
     from .synth_core import KEEP_REPLICAS
     seed = _boards()[board].seeds[0] if seed is None else seed
+    router = router or _boards()[board].router
     platform = make_platform(board)
     top = design if design is not None else BoardTop(board, core_mhz=core_mhz, nic=nic)
     name = _name(board)
@@ -407,14 +412,15 @@ def _place_and_route(cmd, out, env, log, watches):
     return proc.wait(), verdict
 
 
-def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=None, placer=PLACER, command="",
-          heatmap=False, timing_driven=True, watches=(PlacementWatch, RouterWatch), design=None):
+def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=None, placer=PLACER, router=None,
+          command="", heatmap=False, timing_driven=True, watches=None, design=None):
     """Run the whole build; return :func:`figures`. Raises :class:`BuildFailed`.
 
     Yosys runs once; nextpnr runs with each of ``seeds`` (default the
     board's, ``BoardSpec.seeds``) in turn until one routes with every domain
     met (``watches`` are made afresh for each run: a :class:`PlacementWatch`
-    and a :class:`RouterWatch` stop it early). Each attempt is in the
+    and, with router2, a :class:`RouterWatch` stop it early). ``router``:
+    default the board's. Each attempt is in the
     figures' ``attempts``; one that does not end the build leaves its log as
     ``NAME.seedN.tim``. If no seed meets timing, the figures and bitstream
     are the last routed attempt's.
@@ -422,9 +428,13 @@ def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=None, placer=PL
     t0 = time.perf_counter()
     spec = _boards()[board]
     seeds = tuple(seeds or spec.seeds)
+    router = router or spec.router
+    if watches is None:
+        watches = (PlacementWatch, RouterWatch) if router == "router2" else (PlacementWatch,)
     targets = spec.clock_targets(core_mhz)
     platform, p, name = plan(board, core_mhz=core_mhz, nic=nic, seed=seeds[0], placer=placer,
-                             heatmap=heatmap, timing_driven=timing_driven, design=design)
+                             router=router, heatmap=heatmap, timing_driven=timing_driven,
+                             design=design)
     out = Path(out_dir or _REPO / "build" / "board" / board).resolve()
     out.mkdir(parents=True, exist_ok=True)
     products = [f"{name}.tim", f"{name}.config", f"{name}.report.json"]
@@ -456,14 +466,15 @@ def build(board, out_dir=None, *, core_mhz=None, nic=None, seeds=None, placer=PL
         code, verdict = _place_and_route([env["NEXTPNR_ECP5"], *_with_seed(steps["NEXTPNR_ECP5"], seed)],
                                          out, env, out / f"{name}.tim", [w() for w in watches])
         if verdict:
-            attempts.append({"seed": seed, "result": verdict})
+            attempts.append({"seed": seed, "router": router, "result": verdict})
         elif code:
             raise _diagnose(out, name)      # not the seed's doing: the design cannot be placed
         else:
             res = figures(json.loads((out / f"{name}.report.json").read_text()), board=board,
                           device=device, elapsed=0.0, out_dir=out, command=command, targets=targets)
             missed = sorted(d for d, f in res["domains"].items() if not f["met"])
-            attempts.append({"seed": seed, "result": "routed, timing met" if not missed else
+            attempts.append({"seed": seed, "router": router,
+                             "result": "routed, timing met" if not missed else
                              "routed, timing not met in " + ", ".join(missed)})
             routed = res | {"seed": seed}
             if not missed:
@@ -495,7 +506,7 @@ def print_figures(res, file=None):
         print(f"  {d:12} Fmax {f['achieved_mhz']:8.2f} MHz, constraint {f['constraint_mhz']:.2f} MHz  "
               f"{verdict}{note}", file=file)
     for a in res.get("attempts", []):
-        print(f"  seed {a['seed']:<4} {a['result']}", file=file)
+        print(f"  seed {a['seed']:<4} {a.get('router', ''):8} {a['result']}", file=file)
     print(f"  bitstream {res['bitstream']}", file=file)
 
 
@@ -528,6 +539,8 @@ def main(argv):
                          "(default: the board's, 'list' shows them)")
     ap.add_argument("--placer", default=PLACER, choices=("heap", "static", "sa"),
                     help=f"nextpnr's placer (default {PLACER})")
+    ap.add_argument("--router", choices=("router1", "router2"),
+                    help="nextpnr's router (default: the board's, 'list' shows it)")
     ap.add_argument("--no-tmdriv", action="store_true",
                     help="nextpnr places and routes for wire length and congestion alone "
                          "(timing is still judged)")
@@ -540,7 +553,7 @@ def main(argv):
         for name, spec in boards.items():
             mark = " (default)" if name == DEFAULT_BOARD else ""
             seeds = ",".join(map(str, spec.seeds))
-            print(f"{name:12} {spec.description}{mark}; seeds {seeds}")
+            print(f"{name:12} {spec.description}{mark}; seeds {seeds}, {spec.router}")
         return 0
     if args.board not in boards:
         print(f"tlsnic synth: unknown board {args.board!r}; supported: {', '.join(boards)}",
@@ -550,7 +563,7 @@ def main(argv):
     stop_tools_on_sigterm()
     try:
         res = build(args.board, args.out, core_mhz=args.core_mhz, seeds=args.seed,
-                    placer=args.placer, command=command, heatmap=args.heatmap,
+                    placer=args.placer, router=args.router, command=command, heatmap=args.heatmap,
                     timing_driven=not args.no_tmdriv)
     except BuildFailed as e:
         print(f"tlsnic synth: {args.board}: {e.stage} failed: {e.error}", file=sys.stderr)

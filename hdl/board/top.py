@@ -103,6 +103,11 @@ class BoardSpec:
     #: netlist (or came closest), the rest are ones that routed earlier
     #: netlists (README, "Boards").
     seeds: tuple = (2,)
+    #: nextpnr's router. router2 converges in ~10-20 minutes or runs away;
+    #: on a board where it keeps running away in its end game (a few dozen
+    #: overused wires, then hundreds), router1, slower and negotiating one
+    #: arc at a time, finishes the same placement (README, "Boards").
+    router: str = "router2"
 
     def pll_outputs(self, core_mhz=None):
         """The clocks the PLL makes, the core's at ``core_mhz`` (default the board's)."""
@@ -136,9 +141,10 @@ BOARDS = {
     "logicbone-85": BoardSpec(
         "amaranth_boards.logicbone:Logicbone85FPlatform",
         "Logicbone 85F, LFE5UM5G-85F, 1x GbE (RGMII), UART on the P9 cape header",
-        # The 93b98a7 netlist has not routed yet: seed 4 came closest (2
-        # overused wires), then 3 (12); seed 2 routed 5edc42b.
-        clk="refclk", rst="button", seeds=(4, 3, 2),
+        # The 93b98a7 netlist: router2 ran away from every seed (seed 4
+        # came closest, 2 overused wires, then 3, 12); router1 routed seed
+        # 4 with every domain met. Seed 2 routed 5edc42b with router2.
+        clk="refclk", rst="button", seeds=(4, 3, 2), router="router1",
         extra_resources=(UARTResource(0, tx="24", rx="26", conn=("P9", 0),
                                       attrs=Attrs(IO_TYPE="LVCMOS33")),)),
 }
