@@ -729,7 +729,15 @@ class GcmEngine(wiring.Component):
         b_st = Signal(GcmState, reset_less=True)
         b_en = Signal()
         b_x = Signal(128, reset_less=True)
-        b_k = Signal(128, reset_less=True)  # the multiplier's constant: H for the length block, else H^2
+        # The multiplier's constant operand: H for the length block, else H^2.
+        # The full-rate multiply takes one register copy per partial product
+        # (``keep``: Yosys would merge them): each bit reaches 128 AND terms,
+        # and with one copy those wires spanned the whole multiplier (14 % of
+        # router2's overuse at iteration 5 on 0dbf69f, the largest net group).
+        # A copy feeds the 16 x 128 terms of its own part; the copies' D net
+        # fans out 8 ways.
+        b_k = [Signal(128, name=f"b_k{p}", reset_less=True, attrs={"keep": 1})
+               for p in range(_MUL_PARTS)] if self.mul_digits == 1 else [Signal(128, name="b_k", reset_less=True)]
         b_lacc = Signal(128, reset_less=True)  # a loading slot's accumulator of its lane (for C1)
         b_tm = Signal(16, reset_less=True)  # TAG bytes to check (decrypt only; see C2)
         tmask = Signal(16)
@@ -746,7 +754,7 @@ class GcmEngine(wiring.Component):
                 m.d.sync += b_tdata.eq((s.data << (s.tpos * 8))[:128])
         with m.If(adv["b"]):
             m.d.sync += [b_s.eq(s), b_ej0.eq(a_ej0), b_st.eq(bn), b_en.eq(ctl.gh), b_x.eq(gh_x),
-                         b_k.eq(Mux(ctl.xlen, bn.h, a_h2)),
+                         *[k.eq(Mux(ctl.xlen, bn.h, a_h2)) for k in b_k],
                          b_lacc.eq(Mux(bn.lane, bn.acc1, bn.acc)),
                          b_tm.eq(Mux(is_chunk(s, Kind.TAG) & s.dec, tmask, 0))]
             with m.If(live_b):
@@ -796,7 +804,7 @@ class GcmEngine(wiring.Component):
             # mul_digits clocks apart); C2 reads it when the slot gets there.
             m.submodules.ghash = ghash = GfMulSerial(self.mul_digits)
             m.d.comb += [ghash.en.eq(adv["c1"]), ghash.start.eq(live_c1),
-                         ghash.a.eq(b_k), ghash.b.eq(mul_b)]
+                         ghash.a.eq(b_k[0]), ghash.b.eq(mul_b)]
             parts = []
         with m.If(b_en):
             m.d.comb += bn.lane.eq(~bc.lane)

@@ -65,12 +65,20 @@ def gf_mul_wide_parts(m, a, b, parts=1, name="gfw"):
     multiples ``a * x^j mod P`` first (as :func:`gf_mul` did) puts an XOR of
     several bits of ``a`` in front of every AND, about two LUT levels more. A
     pipeline registers the parts and reduces their XOR in the next stage.
+
+    ``a`` may be a list of ``parts`` copies of the operand (registers holding
+    the same value), one per part: every bit of ``a`` reaches 128 AND terms,
+    and a copy per part keeps each copy's fan-out inside its part.
     """
-    ca, cb = Signal(128, name=f"{name}_a"), Signal(128, name=f"{name}_b")
-    m.d.comb += [ca.eq(coeffs(a)), cb.eq(coeffs(b))]
+    copies = a if isinstance(a, (list, tuple)) else [a]
+    assert len(copies) in (1, parts)
+    cas = [Signal(128, name=f"{name}_a{p}") for p in range(len(copies))]
+    cb = Signal(128, name=f"{name}_b")
+    m.d.comb += [*[ca.eq(coeffs(v)) for ca, v in zip(cas, copies)], cb.eq(coeffs(b))]
     outs = []
     per = 128 // parts
     for p in range(parts):
+        ca = cas[p % len(cas)]
         terms = [Cat(C(0, j), ca & cb[j].replicate(128), C(0, 127 - j))
                  for j in range(p * per, (p + 1) * per)]
         res = Signal(255, name=f"{name}_w{p}")
