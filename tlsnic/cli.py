@@ -7,7 +7,7 @@
     tlsnic bench tx    [--json] [--sim model|verilator] [--records N] [--seed S] [--mss N]
     tlsnic bench rx    [--json] [--sim verilator|model] [--records N] [--seed S] [--mss N]
     tlsnic bench gcm   [--json]
-    tlsnic synth --core gcm [--json]
+    tlsnic synth --core gcm [--device LFE5UM5G-85F] [--json]
     tlsnic synth --board NAME|list [--json OUT] [--out DIR] [--core-mhz F] [--seed N[,N...]] [--placer P] [--no-tmdriv] [--heatmap]
     tlsnic replay CAPTURE [--keylog FILE] [--psk HEX] [--sim model|verilator|icarus]
                           [--direction rx|tx|both] [--json OUT] [--waves]

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "CORES"]
+__all__ = ["main", "build", "CORES", "DEVICES"]
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -195,6 +195,14 @@ def logic_depth(netlist, top, worst=5):
     return out
 
 
+#: ECP5 parts by Lattice's name (speed grade apart): nextpnr-ecp5's device flag.
+DEVICES = {
+    "LFE5UM5G-85F": "um5g-85k", "LFE5UM5G-45F": "um5g-45k", "LFE5UM5G-25F": "um5g-25k",
+    "LFE5UM-85F": "um-85k", "LFE5UM-45F": "um-45k", "LFE5UM-25F": "um-25k",
+    "LFE5U-85F": "85k", "LFE5U-45F": "45k", "LFE5U-25F": "25k", "LFE5U-12F": "12k",
+}
+
+
 #: nextpnr's placer and router for the core builds. The full-rate GCM engine
 #: routes with these (5f15d5d: router1, 1,044 s, every arc routed), where
 #: router2 from the same placement fell to ~3.6 k overused wires and then
@@ -286,7 +294,7 @@ def build(core="gcm", device="um5g-85k", package="CABGA381", speed=8, freq=125.0
             "nets": nets[:8] + ["..."] + nets[-4:] if len(nets) > 12 else nets,
         })
     return {
-        "core": core, "device": f"LFE5{device.upper().replace('-', '')}", "speed": speed,
+        "core": core, "device": {v: k for k, v in DEVICES.items()}.get(device, device), "speed": speed,
         "lut4": used("TRELLIS_COMB"), "ff": used("TRELLIS_FF"), "ebr": used("DP16KD"),
         "dsp": used("MULT18X18D"), "ramw": used("TRELLIS_RAMW"),
         "fmax_mhz": fmax, "fmax_after": stage, "placer": placer, "router": router,
@@ -305,6 +313,10 @@ def main(argv: list[str]) -> int:
     """``tlsnic synth --core gcm [--json]``."""
     ap = argparse.ArgumentParser(prog="tlsnic synth --core", description=__doc__.splitlines()[0])
     ap.add_argument("--core", default="gcm", choices=sorted(CORES))
+    ap.add_argument("--device", default="LFE5UM5G-85F", choices=sorted(DEVICES),
+                    help="ECP5 part, CABGA381 package")
+    ap.add_argument("--speed", type=int, default=8, choices=(6, 7, 8),
+                    help="speed grade (the UM5G parts are 8 only)")
     ap.add_argument("--freq", type=float, default=125.0, help="target clock, MHz")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tag", default="", help="build folder suffix (runs side by side)")
@@ -325,7 +337,9 @@ def main(argv: list[str]) -> int:
         ap.error("--heatmap is router2's (add --router router2)")
     from .synth_board import stop_tools_on_sigterm
     stop_tools_on_sigterm()
-    res = build(args.core, freq=args.freq, seed=args.seed, tag=args.tag,
+    if args.device.startswith("LFE5UM5G") and args.speed != 8:
+        ap.error("the LFE5UM5G parts come in speed grade 8 only")
+    res = build(args.core, device=DEVICES[args.device], speed=args.speed, freq=args.freq, seed=args.seed, tag=args.tag,
                 route_timeout=args.route_timeout, no_route=args.no_route, reuse=args.reuse,
                 router=args.router, placer=args.placer, timing_driven=not args.no_tmdriv,
                 heatmap=args.heatmap)
